@@ -1,0 +1,88 @@
+"""SPEC §3.2: the 12 model features from a stored record and a request, for training and serving alike."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from features.fold import DAY_MS
+from schemas.features import MODEL_FEATURES, SERVED_BINS
+
+HOUR_MS = 3_600_000
+PEAK_HOURS = frozenset({7, 8, 9, 16, 17, 18})
+NAN = math.nan
+
+# Store bin behind each store-derived model feature that is copied as is.
+_DIRECT = (
+    ("decline_rate", "ds_decl_rate"),
+    ("avg_rating", "ds_avg_rating"),
+    ("consecutive_trips", "da_consec_trips"),
+    ("acceptance_rate_1h", "da_accept_1h"),
+    ("total_lifetime_trips", "ds_total_trips"),
+)
+STORE_FEATURE_COUNT = 7
+
+def is_peak_hour(at_ms: int) -> float:
+    """1.0 when the UTC hour of `at_ms` is in 07–09 or 16–18, else 0.0."""
+    return 1.0 if (at_ms // HOUR_MS) % 24 in PEAK_HOURS else 0.0
+
+def store_features(bins: Mapping[str, Any], at_ms: int) -> list[float]:
+    """The 7 store-derived features, finished at time `at_ms`; NaN where a bin is absent."""
+    direct = {name: float(bins[b]) if bins.get(b) is not None else NAN for name, b in _DIRECT}
+    day = bins.get("da_day")
+    trips_day = bins.get("da_trips_day")
+    if day is None or trips_day is None:
+        trips_today = NAN
+    else:
+        trips_today = float(trips_day) if int(day) == at_ms // DAY_MS else 0.0
+    shift_start = bins.get("da_shift_start")
+    if shift_start is None:
+        hours_on_shift = NAN
+    else:
+        hours_on_shift = max(0.0, (at_ms - int(shift_start)) / HOUR_MS) if shift_start > 0 else 0.0
+    return [
+        direct["decline_rate"],
+        direct["avg_rating"],
+        trips_today,
+        hours_on_shift,
+        direct["consecutive_trips"],
+        direct["acceptance_rate_1h"],
+        direct["total_lifetime_trips"],
+    ]
+
+def request_features(
+    at_ms: int, pickup_eta_min: float, rider_rating: float, surge_multiplier: float, est_duration_min: float
+) -> list[float]:
+    """The 5 request-derived features."""
+    return [
+        float(pickup_eta_min),
+        float(rider_rating),
+        float(surge_multiplier),
+        float(est_duration_min),
+        is_peak_hour(at_ms),
+    ]
+
+def model_features(
+    bins: Mapping[str, Any] | None,
+    at_ms: int,
+    pickup_eta_min: float,
+    rider_rating: float,
+    surge_multiplier: float,
+    est_duration_min: float,
+) -> list[float]:
+    """All 12 features in `MODEL_FEATURES` order; a missing record gives NaN store features."""
+    stored = store_features(bins, at_ms) if bins is not None else [NAN] * STORE_FEATURE_COUNT
+    return stored + request_features(at_ms, pickup_eta_min, rider_rating, surge_multiplier, est_duration_min)
+
+def record_status(bins: Mapping[str, Any] | None, at_ms: int, max_age_ms: float) -> str:
+    """`missing` (no record), `stale` (older than max_age_ms), `partial` (a served bin absent) or `present`."""
+    if not bins or bins.get("_event_ms") is None:
+        return "missing"
+    if at_ms - int(bins["_event_ms"]) > max_age_ms:
+        return "stale"
+    if any(bins.get(name) is None for name in SERVED_BINS):
+        return "partial"
+    return "present"
+
+assert len(MODEL_FEATURES) == STORE_FEATURE_COUNT + 5

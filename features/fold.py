@@ -1,0 +1,139 @@
+"""The one implementation of SPEC §3: a fold over a driver's time-ordered events into record bins.
+
+Streaming, backfill, dataset materialization and the consistency check all call this module, so online
+and offline features agree by construction (the Chronon model).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+DAY_MS = 86_400_000
+GAP_MS = 30 * 60_000  # a gap this long between a driver's events resets the consecutive-trip streak
+WINDOW_MS = 60 * 60_000  # da_accept_1h looks at responses in the 60 min up to the latest event
+
+EventTuple = tuple[int, str, str, float | None]
+"""(ts_ms, event_id, event_type, rating): what the fold needs of a TripEvent."""
+
+
+def order_key(event: EventTuple) -> tuple[int, str]:
+    """The total order of a driver's events: event time, then event id."""
+    return event[0], event[1]
+
+
+class DriverState:
+    """Running state of one driver; `to_bins()` gives the stored record."""
+
+    __slots__ = (
+        "n_accept", "n_decline", "n_rated", "rating_sum", "total_trips", "day", "trips_day",
+        "shift_start", "consec", "responses", "event_ms", "n_events", "last_id",
+    )
+
+    def __init__(self) -> None:
+        self.n_accept = 0
+        self.n_decline = 0
+        self.n_rated = 0
+        self.rating_sum = 0.0
+        self.total_trips = 0
+        self.day = -1
+        self.trips_day = 0
+        self.shift_start = 0
+        self.consec = 0
+        self.responses: list[tuple[int, int]] = []  # (ts_ms, accepted) within WINDOW_MS of event_ms
+        self.event_ms = -1
+        self.n_events = 0
+        self.last_id = ""
+
+    def covers(self, event: EventTuple) -> bool:
+        """Whether `event` is at or before the latest applied one in the fold order (already applied)."""
+        return (event[0], event[1]) <= (self.event_ms, self.last_id)
+
+    def apply(self, ts_ms: int, event_id: str, event_type: str, rating: float | None) -> None:
+        """Apply one event; callers feed events in `order_key` order."""
+        if self.event_ms >= 0 and ts_ms - self.event_ms >= GAP_MS:
+            self.consec = 0
+        day = ts_ms // DAY_MS
+        if day != self.day:
+            self.day = day
+            self.trips_day = 0
+        if event_type == "trip_completed":
+            self.total_trips += 1
+            self.trips_day += 1
+            self.consec += 1
+        elif event_type == "offer_accepted":
+            self.n_accept += 1
+            self.responses.append((ts_ms, 1))
+        elif event_type == "offer_declined":
+            self.n_decline += 1
+            self.responses.append((ts_ms, 0))
+        elif event_type == "trip_rated" and rating is not None:
+            self.n_rated += 1
+            self.rating_sum += rating
+        elif event_type == "shift_started":
+            self.shift_start = ts_ms
+            self.consec = 0
+        elif event_type == "shift_ended":
+            self.shift_start = 0
+        horizon = ts_ms - WINDOW_MS
+        if self.responses and self.responses[0][0] <= horizon:
+            self.responses = [r for r in self.responses if r[0] > horizon]
+        self.event_ms = ts_ms
+        self.last_id = event_id
+        self.n_events += 1
+
+    def apply_all(self, events: Iterable[EventTuple]) -> DriverState:
+        """Apply events already in `order_key` order; returns self."""
+        for ts_ms, event_id, event_type, rating in events:
+            self.apply(ts_ms, event_id, event_type, rating)
+        return self
+
+    def to_bins(self) -> dict[str, Any]:
+        """The stored record (SPEC §3): absent features are left out; `_updated_ms` is the store's."""
+        bins: dict[str, Any] = {
+            "ds_total_trips": self.total_trips,
+            "ds_n_accept": self.n_accept,
+            "ds_n_decline": self.n_decline,
+            "ds_n_rated": self.n_rated,
+            "ds_rating_sum": self.rating_sum,
+            "da_trips_day": self.trips_day,
+            "da_day": self.day,
+            "da_shift_start": self.shift_start,
+            "da_consec_trips": self.consec,
+            "da_resp_1h": [x for response in self.responses for x in response],
+            "_event_ms": self.event_ms,
+            "_n_events": self.n_events,
+        }
+        responses = self.n_accept + self.n_decline
+        if responses:
+            bins["ds_decl_rate"] = self.n_decline / responses
+        if self.n_rated:
+            bins["ds_avg_rating"] = self.rating_sum / self.n_rated
+        if self.responses:
+            bins["da_accept_1h"] = sum(accepted for _, accepted in self.responses) / len(self.responses)
+        return bins
+
+    @classmethod
+    def from_bins(cls, bins: Mapping[str, Any], last_id: str = "\uffff") -> DriverState:
+        """Resume the fold from a stored record; events at its `_event_ms` count as applied by default."""
+        state = cls()
+        state.n_accept = int(bins.get("ds_n_accept", 0))
+        state.n_decline = int(bins.get("ds_n_decline", 0))
+        state.n_rated = int(bins.get("ds_n_rated", 0))
+        state.rating_sum = float(bins.get("ds_rating_sum", 0.0))
+        state.total_trips = int(bins.get("ds_total_trips", 0))
+        state.day = int(bins.get("da_day", -1))
+        state.trips_day = int(bins.get("da_trips_day", 0))
+        state.shift_start = int(bins.get("da_shift_start", 0))
+        state.consec = int(bins.get("da_consec_trips", 0))
+        flat = list(bins.get("da_resp_1h") or [])
+        state.responses = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
+        state.event_ms = int(bins.get("_event_ms", -1))
+        state.n_events = int(bins.get("_n_events", 0))
+        state.last_id = last_id
+        return state
+
+
+def fold(events: Iterable[EventTuple], state: DriverState | None = None) -> DriverState:
+    """Fold events (any order) onto `state` (default: a new driver), sorting them first."""
+    return (state or DriverState()).apply_all(sorted(events, key=order_key))

@@ -1,0 +1,1 @@
+"""The ML model registry: versioned models, ACTIVE pointer, portable export."""

@@ -1,0 +1,152 @@
+"""Field specifications: one declarative definition per message, used for validation and Spark schemas."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+Problem = tuple[str, str]
+"""A validation problem: (field path, what is wrong)."""
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+@dataclass(frozen=True)
+class Field:
+    """One message field: its type, when it is required and its allowed range."""
+
+    name: str
+    kind: str  # "str" | "enum" | "float" | "int" | "ts" | "list"
+    required: bool | Callable[[Mapping[str, Any]], bool] = True
+    min_len: int | None = None
+    max_len: int | None = None
+    pattern: re.Pattern[str] | None = None
+    choices: tuple[str, ...] = ()
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    equals: Any = None
+    items: tuple[Field, ...] = ()
+    doc: str = ""
+
+    @property
+    def out_name(self) -> str:
+        """Key of the normalised value: timestamps become epoch milliseconds under `<name>_ms`."""
+        return f"{self.name}_ms" if self.kind == "ts" else self.name
+
+    def is_required(self, message: Mapping[str, Any]) -> bool:
+        """Whether this field must be present in `message`."""
+        return self.required(message) if callable(self.required) else self.required
+
+
+def parse_ts_ms(value: Any) -> int | None:
+    """Epoch milliseconds from epoch-ms (number) or ISO-8601 with an offset; None when not a valid time."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if 0 <= value < 10**14 else None
+    if isinstance(value, float):
+        return int(value) if math.isfinite(value) and 0 <= value < 1e14 and value == int(value) else None
+    if isinstance(value, str) and 10 <= len(value) <= 40:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1) if value.endswith("Z") else value)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:
+            return None
+        return int(round(parsed.timestamp() * 1000))
+    return None
+
+
+def _check_number(spec: Field, value: Any, path: str) -> tuple[float | None, Problem | None]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None, (path, f"expected a number, got {type(value).__name__}")
+    if not math.isfinite(value):
+        return None, (path, "must be a finite number")
+    if spec.kind == "int" and value != int(value):
+        return None, (path, "expected an integer")
+    number = float(value)
+    if spec.equals is not None and number != spec.equals:
+        return None, (path, f"must be {spec.equals}, got {value}")
+    if spec.ge is not None and number < spec.ge:
+        return None, (path, f"must be >= {spec.ge:g}, got {value}")
+    if spec.gt is not None and number <= spec.gt:
+        return None, (path, f"must be > {spec.gt:g}, got {value}")
+    if spec.le is not None and number > spec.le:
+        return None, (path, f"must be <= {spec.le:g}, got {value}")
+    return (int(value) if spec.kind == "int" else number), None
+
+
+def _check_str(spec: Field, value: Any, path: str) -> tuple[str | None, Problem | None]:
+    if not isinstance(value, str):
+        return None, (path, f"expected a string, got {type(value).__name__}")
+    if spec.kind == "enum":
+        if value not in spec.choices:
+            return None, (path, f"unknown value {value[:40]!r}; expected one of {', '.join(spec.choices)}")
+        return value, None
+    if spec.min_len is not None and len(value) < spec.min_len:
+        return None, (path, f"must have at least {spec.min_len} character(s)")
+    if spec.max_len is not None and len(value) > spec.max_len:
+        return None, (path, f"must have at most {spec.max_len} characters, got {len(value)}")
+    if spec.pattern is not None and not spec.pattern.fullmatch(value):
+        return None, (path, f"has characters outside {spec.pattern.pattern}")
+    return value, None
+
+
+def check_value(spec: Field, value: Any, path: str) -> tuple[Any, list[Problem]]:
+    """The normalised value of one present field, or the problems with it."""
+    if spec.kind in ("float", "int"):
+        number, problem = _check_number(spec, value, path)
+        return number, [problem] if problem else []
+    if spec.kind in ("str", "enum"):
+        text, problem = _check_str(spec, value, path)
+        return text, [problem] if problem else []
+    if spec.kind == "ts":
+        ts_ms = parse_ts_ms(value)
+        if ts_ms is None:
+            return None, [(path, "expected ISO-8601 with an offset or epoch milliseconds")]
+        return ts_ms, []
+    if spec.kind == "list":
+        return _check_list(spec, value, path)
+    raise ValueError(f"unknown field kind {spec.kind!r}")
+
+
+def _check_list(spec: Field, value: Any, path: str) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
+    if not isinstance(value, list):
+        return None, [(path, f"expected a list, got {type(value).__name__}")]
+    if spec.min_len is not None and len(value) < spec.min_len:
+        return None, [(path, f"must have at least {spec.min_len} item(s)")]
+    if spec.max_len is not None and len(value) > spec.max_len:
+        return None, [(path, f"must have at most {spec.max_len} items, got {len(value)}")]
+    items: list[dict[str, Any]] = []
+    problems: list[Problem] = []
+    for index, item in enumerate(value):
+        normalised, item_problems = check_object(spec.items, item, f"{path}[{index}]")
+        problems.extend(item_problems)
+        if normalised is not None:
+            items.append(normalised)
+    return (items if not problems else None), problems
+
+
+def check_object(specs: tuple[Field, ...], message: Any, prefix: str = "") -> tuple[dict | None, list[Problem]]:
+    """Validate a decoded JSON object against `specs`: (normalised dict, []) or (None, every problem)."""
+    if not isinstance(message, dict):
+        return None, [(prefix or "<message>", f"expected a JSON object, got {type(message).__name__}")]
+    out: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for spec in specs:
+        path = f"{prefix}.{spec.name}" if prefix else spec.name
+        value = message.get(spec.name)
+        if value is None:
+            if spec.is_required(message):
+                problems.append((path, "is required"))
+            out[spec.out_name] = None
+            continue
+        normalised, field_problems = check_value(spec, value, path)
+        problems.extend(field_problems)
+        out[spec.out_name] = normalised
+    return (out if not problems else None), problems

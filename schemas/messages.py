@@ -1,0 +1,193 @@
+"""The Kafka message contracts of SPEC §2, defined once: decoding, validation and builders."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from schemas.fields import ID_PATTERN, Field, Problem, check_object
+
+SCHEMA_VERSION = 1
+EVENT_TYPES = (
+    "shift_started",
+    "shift_ended",
+    "trip_offered",
+    "offer_accepted",
+    "offer_declined",
+    "trip_completed",
+    "trip_rated",
+)
+TRIP_EVENT_TYPES = frozenset(EVENT_TYPES[2:])
+MESSAGE = "<message>"
+
+
+def _for_types(*types: str):
+    """A `required` predicate: the field is required for these event types."""
+    wanted = frozenset(types)
+    return lambda message: message.get("event_type") in wanted
+
+
+TRIP_EVENT: tuple[Field, ...] = (
+    Field("event_id", "str", min_len=1, max_len=64, doc="unique id of the event"),
+    Field("event_type", "enum", choices=EVENT_TYPES),
+    Field("ts", "ts", doc="event time: ISO-8601 with offset, or epoch ms"),
+    Field("driver_id", "str", min_len=1, max_len=64, pattern=ID_PATTERN),
+    Field("trip_id", "str", required=_for_types(*TRIP_EVENT_TYPES), min_len=1, max_len=64),
+    Field("pickup_eta_min", "float", required=_for_types("trip_offered"), ge=0),
+    Field("surge_multiplier", "float", required=_for_types("trip_offered"), ge=1),
+    Field("est_duration_min", "float", required=_for_types("trip_offered"), gt=0),
+    Field("rider_rating", "float", required=_for_types("trip_offered"), ge=1, le=5),
+    Field("rating", "float", required=_for_types("trip_rated"), ge=1, le=5),
+    Field("schema_version", "int", required=False, equals=SCHEMA_VERSION),
+)
+
+CANDIDATE: tuple[Field, ...] = (
+    Field("driver_id", "str", min_len=1, max_len=64, pattern=ID_PATTERN),
+    Field("pickup_eta_min", "float", ge=0),
+)
+
+SCORE_REQUEST: tuple[Field, ...] = (
+    Field("request_id", "str", min_len=1, max_len=64),
+    Field("ts", "ts"),
+    Field("surge_multiplier", "float", ge=1),
+    Field("est_duration_min", "float", gt=0),
+    Field("rider_rating", "float", ge=1, le=5),
+    Field("candidates", "list", min_len=1, max_len=200, items=CANDIDATE),
+)
+
+
+def _reject_constant(name: str) -> float:
+    """JSON has no NaN/Infinity; keep them as floats so the field check names the field."""
+    return float(name.replace("Infinity", "inf"))
+
+
+def decode_json(raw: bytes | str | None) -> tuple[Any, list[Problem]]:
+    """The decoded JSON value of a Kafka message, or a problem naming why it is not JSON."""
+    if raw is None or raw in (b"", ""):
+        return None, [(MESSAGE, "empty message")]
+    if isinstance(raw, bytes | bytearray | memoryview):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, [(MESSAGE, f"not valid UTF-8 (byte {exc.start})")]
+    try:
+        return json.loads(raw, parse_constant=_reject_constant), []
+    except ValueError as exc:
+        return None, [(MESSAGE, f"not valid JSON: {exc}")]
+
+
+def validate_trip_event(message: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """A normalised TripEvent (timestamp as `ts_ms`) or every problem with it."""
+    return check_object(TRIP_EVENT, message)
+
+
+def decode_trip_event(raw: bytes | str | None) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Decode and validate one `trip-events` value."""
+    message, problems = decode_json(raw)
+    return (None, problems) if problems else validate_trip_event(message)
+
+
+def validate_score_request(message: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """A normalised ScoreRequest or every problem with it (duplicate candidates included)."""
+    request, problems = check_object(SCORE_REQUEST, message)
+    if request is not None:
+        seen: set[str] = set()
+        for index, candidate in enumerate(request["candidates"]):
+            if candidate["driver_id"] in seen:
+                problems.append((f"candidates[{index}].driver_id", "duplicate candidate"))
+            seen.add(candidate["driver_id"])
+    return (None, problems) if problems else (request, [])
+
+
+def decode_score_request(raw: bytes | str | None) -> tuple[dict[str, Any] | None, list[Problem]]:
+    """Decode and validate one `score-requests` value."""
+    message, problems = decode_json(raw)
+    return (None, problems) if problems else validate_score_request(message)
+
+
+def describe_problems(problems: Sequence[Problem]) -> str:
+    """One readable line: `field: reason; field: reason`."""
+    return "; ".join(f"{field}: {reason}" for field, reason in problems)
+
+
+def iso_now() -> str:
+    """The current UTC time as ISO-8601 with milliseconds."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def dead_letter(
+    raw: bytes | None,
+    problems: Sequence[Problem],
+    *,
+    stage: str,
+    topic: str,
+    partition: int | None,
+    offset: int | None,
+) -> dict[str, Any]:
+    """The DeadLetter for a rejected input: original bytes, where it came from and what was wrong."""
+    return {
+        "original_b64": base64.b64encode(raw or b"").decode("ascii"),
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "error": describe_problems(problems),
+        "errors": [{"field": field, "reason": reason} for field, reason in problems],
+        "stage": stage,
+        "failed_at": iso_now(),
+    }
+
+
+def ranked_candidate(
+    driver_id: str,
+    rank: int,
+    decline_risk: float | None,
+    pickup_eta_min: float,
+    expected_cost_min: float,
+    feature_status: str,
+) -> dict[str, Any]:
+    """One entry of `ScoreResponse.ranked`."""
+    return {
+        "driver_id": driver_id,
+        "rank": rank,
+        "decline_risk": decline_risk,
+        "pickup_eta_min": pickup_eta_min,
+        "expected_cost_min": expected_cost_min,
+        "feature_status": feature_status,
+    }
+
+
+def score_response(
+    request_id: str,
+    strategy: str,
+    ranked: Sequence[Mapping[str, Any]],
+    *,
+    reason: str | None,
+    model_version: str | None,
+    timings_ms: Mapping[str, float],
+) -> dict[str, Any]:
+    """A ScoreResponse; `strategy` is `model`, `distance_only` or `error`."""
+    return {
+        "request_id": request_id,
+        "strategy": strategy,
+        "reason": reason,
+        "model_version": model_version,
+        "ranked": list(ranked),
+        "timings_ms": dict(timings_ms),
+        "scored_at": iso_now(),
+    }
+
+
+def error_response(request_id: str, problems: Sequence[Problem]) -> dict[str, Any]:
+    """The answer to a malformed request: strategy `error` with the validation message."""
+    return score_response(
+        request_id, "error", [], reason=describe_problems(problems), model_version=None,
+        timings_ms={"features": 0.0, "model": 0.0, "total": 0.0},
+    )
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON bytes for a Kafka value."""
+    return json.dumps(message, separators=(",", ":"), allow_nan=False).encode("utf-8")

@@ -1,0 +1,41 @@
+"""The `tripscore` command: each stage module contributes its subcommands through `register()`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from tripscore import __version__
+
+# Modules that expose `register(subparsers)`; each adds its subcommands with `set_defaults(func=...)`.
+COMMAND_MODULES = (
+    "tripscore.kafka_cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every stage's subcommands."""
+    parser = argparse.ArgumentParser(prog="tripscore", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"tripscore {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
