@@ -1,0 +1,50 @@
+# tripscore developer tasks. `make test` sets up everything on a fresh machine (Python 3.11, Java 17, Maven).
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+TRIPSCORE := $(BIN)/tripscore
+JARS_DIR := $(or $(TRIPSCORE_JARS_DIR),jars)
+JVM_POMS := jvm/pom.xml jvm/kafka-broker/pom.xml jvm/spark-kafka/pom.xml
+PYTEST_ARGS ?=
+
+.PHONY: venv jars kafka-up kafka-down topics lint test clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# Kafka broker and Spark's Kafka connector from Maven Central into jars/kafka and jars/spark.
+jars: $(JARS_DIR)/.copied
+
+$(JARS_DIR)/.copied: $(JVM_POMS)
+	rm -rf $(JARS_DIR)/kafka $(JARS_DIR)/spark
+	mvn --batch-mode --quiet -Dstyle.color=never -f jvm/pom.xml -Djars.dir=$(abspath $(JARS_DIR)) package
+	touch $@
+
+kafka-up: venv jars
+	$(TRIPSCORE) kafka up
+
+kafka-down: venv
+	$(TRIPSCORE) kafka down
+
+topics: kafka-up
+	$(TRIPSCORE) topics create
+
+lint: venv
+	$(BIN)/ruff check .
+
+# The broker is stopped whatever pytest returns; pytest's exit code is make's (5, no tests ran, fails too).
+test: venv jars
+	@status=0; \
+	$(TRIPSCORE) kafka up && $(TRIPSCORE) topics create && $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	$(TRIPSCORE) kafka down || true; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
+	exit $$status
+
+clean:
+	if [ -x $(TRIPSCORE) ]; then $(TRIPSCORE) kafka down; fi
+	rm -rf $(JARS_DIR) jvm/target jvm/*/target .local/kafka .local/spark .pytest_cache .ruff_cache

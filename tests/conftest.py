@@ -1,0 +1,109 @@
+"""Session-wide services for the tests: a Kafka broker, an Aerospike server and a Spark session."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import pytest
+
+from tripscore import kafka_local
+from tripscore.config import load_settings
+from tripscore.topics import admin_client, broker_ready, create_topics, ensure_topics
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"  # Kafka 3.9, the broker version `make jars` fetches
+AEROSPIKE_IMAGE = "aerospike/aerospike-server:8.1.2.3"
+NO_AEROSPIKE = "no Aerospike server: set AEROSPIKE_HOSTS=host:port or install Docker"
+
+
+@functools.cache
+def docker_available() -> bool:
+    """True when a Docker engine answers a ping; any error means no."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=3)
+        try:
+            return bool(client.ping())
+        finally:
+            client.close()
+    except Exception:
+        return False
+
+
+def _kafka(stack: contextlib.ExitStack) -> str:
+    """Bootstrap of the session's broker: KAFKA_BOOTSTRAP, a running local one, Docker, or one started here."""
+    if bootstrap := os.environ.get("KAFKA_BOOTSTRAP"):
+        return bootstrap
+    settings = load_settings()
+    if broker_ready(settings.kafka_bootstrap):
+        return settings.kafka_bootstrap
+    if docker_available():
+        from testcontainers.community.kafka import KafkaContainer
+
+        return stack.enter_context(KafkaContainer(KAFKA_IMAGE).with_kraft()).get_bootstrap_server()
+    kafka_local.up(settings)
+    stack.callback(kafka_local.stop, settings)
+    return settings.kafka_bootstrap
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    """A broker for the whole session, with the SPEC topics; TRIPSCORE_KAFKA_BOOTSTRAP points at it."""
+    with contextlib.ExitStack() as stack:
+        bootstrap = _kafka(stack)
+        env = stack.enter_context(pytest.MonkeyPatch.context())
+        env.setenv("TRIPSCORE_KAFKA_BOOTSTRAP", bootstrap)
+        ensure_topics(load_settings())
+        yield bootstrap
+
+
+@pytest.fixture
+def new_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+    """Factory of topics unique to this test (`new_topic(partitions=4)`), deleted when the test ends."""
+    created: list[str] = []
+
+    def make(partitions: int = 4) -> str:
+        name = f"test-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
+        create_topics(kafka_bootstrap, [name], partitions)
+        created.append(name)
+        return name
+
+    yield make
+    if created:
+        with admin_client(kafka_bootstrap) as admin:
+            admin.delete_topics(created, raise_errors=False)
+
+
+@pytest.fixture(scope="session")
+def aerospike_hosts() -> Iterator[str]:
+    """`host:port` of an Aerospike server with the `features` namespace: AEROSPIKE_HOSTS, else Docker, else skip."""
+    if hosts := os.environ.get("AEROSPIKE_HOSTS"):
+        yield hosts
+        return
+    if not docker_available():
+        pytest.skip(NO_AEROSPIKE)
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    ready = LogMessageWaitStrategy("service ready").with_startup_timeout(120)
+    container = DockerContainer(AEROSPIKE_IMAGE).with_env("NAMESPACE", "features").with_exposed_ports(3000)
+    with container.waiting_for(ready):
+        yield f"{container.get_container_host_ip()}:{container.get_exposed_port(3000)}"
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkSession]:
+    """One local SparkSession with the Kafka connector for the session (tripscore.spark defaults)."""
+    from tripscore.spark import spark_session
+
+    session = spark_session(load_settings(), "tripscore-tests")
+    yield session
+    session.stop()

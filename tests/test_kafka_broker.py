@@ -1,0 +1,90 @@
+"""The Kafka broker with the clients tripscore uses: kafka-python, aiokafka (Faust's client) and the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from tripscore import cli
+from tripscore.config import load_settings
+from tripscore.topics import ensure_topics, spec_topics
+
+pytestmark = pytest.mark.kafka
+
+
+def test_kafka_python_round_trip_keeps_order_per_key(kafka_bootstrap: str, new_topic: Callable[..., str]) -> None:
+    topic = new_topic(partitions=4)
+    keys = [f"driver-{k}" for k in range(10)]
+    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
+    for seq in range(100):
+        for key in keys:
+            producer.send(topic, key=key.encode(), value=json.dumps({"seq": seq}).encode())
+    producer.flush()
+    producer.close()
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    consumer.assign([TopicPartition(topic, p) for p in range(4)])
+    consumer.seek_to_beginning()
+    seqs: dict[str, list[int]] = defaultdict(list)
+    partitions: dict[str, set[int]] = defaultdict(set)
+    deadline = time.monotonic() + 60
+    while sum(map(len, seqs.values())) < 1000 and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=1000).values():
+            for record in records:
+                seqs[record.key.decode()].append(json.loads(record.value)["seq"])
+                partitions[record.key.decode()].add(record.partition)
+    consumer.close()
+
+    assert sum(map(len, seqs.values())) == 1000
+    assert {key: seq for key, seq in seqs.items()} == {key: list(range(100)) for key in keys}
+    assert all(len(p) == 1 for p in partitions.values()), "a key's messages must share one partition"
+
+
+def test_aiokafka_produces_and_consumes_in_a_group(kafka_bootstrap: str, new_topic: Callable[..., str]) -> None:
+    topic = new_topic(partitions=2)
+    sent = [f"message-{i}".encode() for i in range(50)]
+
+    async def round_trip() -> list[bytes]:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        await producer.start()
+        try:
+            for value in sent:
+                await producer.send(topic, key=b"driver-1", value=value)
+            await producer.flush()
+        finally:
+            await producer.stop()
+        consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=f"group-{topic}",
+                                    auto_offset_reset="earliest")
+        await consumer.start()
+        received: list[bytes] = []
+        try:
+            async with asyncio.timeout(60):
+                while len(received) < len(sent):
+                    for records in (await consumer.getmany(timeout_ms=1000)).values():
+                        received.extend(r.value for r in records)
+            await consumer.commit()
+        finally:
+            await consumer.stop()
+        return received
+
+    assert asyncio.run(round_trip()) == sent
+
+
+def test_topics_create_is_idempotent(kafka_bootstrap: str) -> None:
+    assert ensure_topics(load_settings()) == []
+
+
+def test_kafka_status_lists_the_spec_topics(kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["kafka", "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"bootstrap:    {kafka_bootstrap} (reachable)" in out
+    for name in spec_topics(load_settings()):
+        assert re.search(rf"^  {re.escape(name)} +\d+ partitions$", out, re.MULTILINE), out

@@ -1,0 +1,81 @@
+"""Subcommands `tripscore kafka up|down|status` (local broker) and `tripscore topics create`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from tripscore import kafka_local
+from tripscore.config import Settings, load_settings
+from tripscore.topics import broker_ready, ensure_topics, spec_topics, topic_partitions
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the `kafka` and `topics` command groups."""
+    kafka = subparsers.add_parser("kafka", help="run the local single-node KRaft broker")
+    kafka_sub = kafka.add_subparsers(dest="kafka_command", required=True)
+    up = kafka_sub.add_parser("up", help="start the broker and wait until it accepts clients")
+    up.add_argument("--controller-port", type=int, help="KRaft controller port (default: broker port + 1)")
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker (default 60)")
+    up.set_defaults(func=_up)
+    down = kafka_sub.add_parser("down", help="stop the broker (SIGTERM, then SIGKILL)")
+    down.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL (default 30)")
+    down.set_defaults(func=_down)
+    kafka_sub.add_parser("status", help="whether the broker runs, and its topics").set_defaults(func=_status)
+
+    topics = subparsers.add_parser("topics", help="manage the SPEC topics")
+    topics_sub = topics.add_subparsers(dest="topics_command", required=True)
+    create = topics_sub.add_parser("create", help="create the four SPEC topics if missing")
+    create.add_argument("--partitions", type=int, help="partitions per topic (default TRIPSCORE_KAFKA_PARTITIONS)")
+    create.set_defaults(func=_create)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The settings; kafka-python's own connection chatter is only shown with `--verbose`."""
+    if not getattr(args, "verbose", False):
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+    return load_settings()
+
+
+def _up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        pid = kafka_local.up(settings, controller_port=args.controller_port, timeout=args.timeout)
+    except (RuntimeError, ValueError, FileNotFoundError) as exc:
+        print(f"kafka up failed: {exc}")
+        return 1
+    print(f"Kafka broker running (pid {pid}) at {settings.kafka_bootstrap}")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    stopped = kafka_local.stop(_settings(args), timeout=args.timeout)
+    print("Kafka broker stopped" if stopped else "Kafka broker was not running")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    pid = kafka_local.running_pid(settings)
+    local = f"running (pid {pid})" if pid else "not running"
+    print(f"local broker: {local}, data in {kafka_local.BrokerPaths.of(settings).root}")
+    if not broker_ready(settings.kafka_bootstrap):
+        print(f"bootstrap:    {settings.kafka_bootstrap} (no broker answers)")
+        return 1
+    print(f"bootstrap:    {settings.kafka_bootstrap} (reachable)")
+    partitions = topic_partitions(settings.kafka_bootstrap)
+    print(f"topics:       {len(partitions)}")
+    for name, count in sorted(partitions.items()):
+        print(f"  {name:<32} {count} partitions")
+    missing = sorted(set(spec_topics(settings)) - set(partitions))
+    if missing:
+        print(f"missing SPEC topics: {', '.join(missing)} (run `tripscore topics create`)")
+    return 0
+
+
+def _create(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    created = ensure_topics(settings, partitions=args.partitions)
+    present = len(spec_topics(settings)) - len(created)
+    print(f"topics: {len(created)} created ({', '.join(created) or 'none'}), {present} already present")
+    return 0

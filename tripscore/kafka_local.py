@@ -1,0 +1,255 @@
+"""A local single-node KRaft Kafka broker (broker + controller) run from the Maven jars in `jars/kafka/`."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from tripscore.config import Settings
+from tripscore.jars import jar_files
+from tripscore.topics import broker_ready
+
+log = logging.getLogger(__name__)
+
+KAFKA_MAIN = "kafka.Kafka"
+STORAGE_TOOL = "kafka.tools.StorageTool"
+LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost"})
+JVM_OPTS = ["-Xms256m", "-Xmx512m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true"]
+LOG4J = """\
+log4j.rootLogger=INFO, file
+log4j.appender.file=org.apache.log4j.RollingFileAppender
+log4j.appender.file.File={log_file}
+log4j.appender.file.MaxFileSize=20MB
+log4j.appender.file.MaxBackupIndex=2
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+log4j.logger.kafka.request.logger=WARN
+log4j.logger.state.change.logger=WARN
+"""
+
+
+@dataclass(frozen=True)
+class BrokerPaths:
+    """Files of the local broker under `<home>/kafka/`."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, settings: Settings) -> BrokerPaths:
+        return cls(settings.home.resolve() / "kafka")
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def config(self) -> Path:
+        return self.root / "server.properties"
+
+    @property
+    def log4j(self) -> Path:
+        return self.root / "log4j.properties"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.root / "kafka.pid"
+
+    @property
+    def console(self) -> Path:
+        return self.logs / "console.out"
+
+    @property
+    def server_log(self) -> Path:
+        return self.logs / "server.log"
+
+
+def listen_address(settings: Settings) -> tuple[str, int]:
+    """Host and port of the local broker: the first `kafka_bootstrap` entry, which must be local."""
+    first = settings.kafka_bootstrap.split(",")[0].strip()
+    host, _, port = first.rpartition(":")
+    if host not in LOCAL_HOSTS:
+        raise ValueError(f"TRIPSCORE_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} is not local; "
+                         "the local broker only listens on 127.0.0.1/localhost")
+    return ("127.0.0.1" if host == "localhost" else host), int(port)
+
+
+def server_properties(settings: Settings, paths: BrokerPaths, controller_port: int) -> str:
+    """The broker's server.properties: combined broker+controller, single-replica, small-machine sizes."""
+    host, port = listen_address(settings)
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(paths.data),
+        "num.partitions": str(settings.kafka_partitions),
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "8",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "4",
+        "group.initial.rebalance.delay.ms": "0",
+        "auto.create.topics.enable": "false",
+        "delete.topic.enable": "true",
+        "num.network.threads": "2",
+        "num.io.threads": "4",
+        "num.recovery.threads.per.data.dir": "1",
+        "log.retention.hours": "168",
+        "log.segment.bytes": str(256 * 1024 * 1024),
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def _cluster_id() -> str:
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+
+
+def _java(main: str, *args: str, paths: BrokerPaths) -> list[str]:
+    classpath = os.pathsep.join(str(j) for j in jar_files("kafka"))
+    return ["java", *JVM_OPTS, f"-Dlog4j.configuration=file:{paths.log4j}", "-cp", classpath, main, *args]
+
+
+def _write_config(settings: Settings, paths: BrokerPaths, controller_port: int) -> None:
+    for folder in (paths.data, paths.logs):
+        folder.mkdir(parents=True, exist_ok=True)
+    paths.config.write_text(server_properties(settings, paths, controller_port))
+    paths.log4j.write_text(LOG4J.format(log_file=paths.server_log))
+
+
+def _format_storage(paths: BrokerPaths) -> None:
+    """Format the KRaft log dir on first start (a no-op when `meta.properties` exists)."""
+    if (paths.data / "meta.properties").exists():
+        return
+    cmd = _java(STORAGE_TOOL, "format", "-t", _cluster_id(), "-c", str(paths.config), "--ignore-formatted",
+                paths=paths)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
+        raise RuntimeError(f"formatting {paths.data} failed (exit {done.returncode}):\n{output}")
+
+
+def _argv(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """True while `pid` runs; reaps it first when it is our own exited child, zombies count as gone."""
+    with contextlib.suppress(ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] == "Z":
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_our_broker(pid: int, paths: BrokerPaths) -> bool:
+    argv = _argv(pid)
+    return KAFKA_MAIN in argv and str(paths.config) in argv
+
+
+def running_pid(settings: Settings) -> int | None:
+    """Pid of the local broker of these settings, from the pidfile or else `/proc`; None when not running."""
+    paths = BrokerPaths.of(settings)
+    with contextlib.suppress(OSError, ValueError):
+        pid = int(paths.pidfile.read_text().strip())
+        if _alive(pid) and _is_our_broker(pid, paths):
+            return pid
+    for proc in Path("/proc").glob("[0-9]*"):
+        pid = int(proc.name)
+        if pid != os.getpid() and _is_our_broker(pid, paths) and _alive(pid):
+            return pid
+    return None
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _log_tail(paths: BrokerPaths, lines: int = 30) -> str:
+    chunks = []
+    for path in (paths.console, paths.server_log):
+        if path.exists():
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+            chunks.append(f"--- {path} (last {len(tail)} lines)\n" + "\n".join(tail))
+    return "\n".join(chunks) or "(no broker log written)"
+
+
+def up(settings: Settings, controller_port: int | None = None, timeout: float = 60.0) -> int:
+    """Start the broker unless it runs; returns its pid once it accepts clients, or raises `RuntimeError`."""
+    paths = BrokerPaths.of(settings)
+    if (pid := running_pid(settings)) is not None:
+        log.info("Kafka broker already running (pid %d) at %s", pid, settings.kafka_bootstrap)
+        return pid
+    host, port = listen_address(settings)
+    controller_port = controller_port or port + 1
+    for p in (port, controller_port):
+        if _port_in_use(host, p):
+            raise RuntimeError(f"{host}:{p} is already taken by another process; stop it or change "
+                               "TRIPSCORE_KAFKA_BOOTSTRAP / --controller-port")
+    _write_config(settings, paths, controller_port)
+    _format_storage(paths)
+    with paths.console.open("ab") as console:
+        proc = subprocess.Popen(_java(KAFKA_MAIN, str(paths.config), paths=paths), stdin=subprocess.DEVNULL,
+                                stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+    paths.pidfile.write_text(f"{proc.pid}\n")
+    deadline = time.monotonic() + timeout
+    while not broker_ready(settings.kafka_bootstrap):
+        exited = proc.poll() is not None
+        if exited or time.monotonic() >= deadline:
+            reason = f"exited with code {proc.returncode}" if exited else f"not ready in {timeout:.0f} s"
+            stop(settings)
+            raise RuntimeError(f"Kafka broker {reason}\n{_log_tail(paths)}")
+        time.sleep(0.5)
+    log.info("Kafka broker up (pid %d) at %s, data in %s", proc.pid, settings.kafka_bootstrap, paths.data)
+    return proc.pid
+
+
+def stop(settings: Settings, timeout: float = 30.0) -> bool:
+    """Stop the broker (SIGTERM, then SIGKILL after `timeout` s); False when none was running."""
+    paths = BrokerPaths.of(settings)
+    pid = running_pid(settings)
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _alive(pid):
+            log.warning("Kafka broker (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout)
+            os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+    paths.pidfile.unlink(missing_ok=True)
+    return pid is not None

@@ -1,0 +1,113 @@
+"""Kafka admin helpers: wait for a broker, create the SPEC topics idempotently, list partition counts."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Iterable
+
+from kafka import KafkaAdminClient
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from tripscore.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def spec_topics(settings: Settings) -> list[str]:
+    """The four topics of SPEC §2, named by the settings."""
+    return [
+        settings.topic_trip_events,
+        settings.topic_trip_events_dlq,
+        settings.topic_score_requests,
+        settings.topic_risk_scores,
+    ]
+
+
+def admin_client(bootstrap: str, timeout_s: float = 10.0) -> KafkaAdminClient:
+    """An admin client; raises `KafkaError` when no broker answers within `timeout_s`."""
+    timeout_ms = int(timeout_s * 1000)
+    return KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="tripscore-admin",
+        request_timeout_ms=max(timeout_ms, 1000),
+        bootstrap_timeout_ms=timeout_ms,
+        reconnect_backoff_max_ms=1000,
+    )
+
+
+def _any_port_open(bootstrap: str, timeout_s: float) -> bool:
+    """True when some `host:port` of the bootstrap list accepts a TCP connection (cheap pre-check)."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
+
+
+def broker_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
+    """True when a broker at `bootstrap` answers a metadata request and lists itself."""
+    if not _any_port_open(bootstrap, timeout_s):
+        return False
+    try:
+        with admin_client(bootstrap, timeout_s) as admin:
+            return bool(admin.describe_cluster()["brokers"])
+    except (KafkaError, OSError) as exc:
+        log.debug("broker at %s not ready: %s", bootstrap, exc)
+        return False
+
+
+def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
+    """Block until a broker at `bootstrap` accepts clients; `TimeoutError` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not broker_ready(bootstrap):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f} s")
+        time.sleep(0.5)
+
+
+def topic_partitions(bootstrap: str) -> dict[str, int]:
+    """Partition count of every non-internal topic, by name."""
+    with admin_client(bootstrap) as admin:
+        topics = admin.describe_topics()
+    return {t["name"]: len(t["partitions"]) for t in topics if not t.get("is_internal")}
+
+
+def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
+    """Create the topics that do not exist yet (broker-default replication); returns those created."""
+    names = list(names)
+    with admin_client(bootstrap) as admin:
+        existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
+        for name in names:
+            if name in existing and existing[name] != partitions:
+                log.warning("topic %s exists with %d partitions (asked for %d); left as is",
+                            name, existing[name], partitions)
+        missing = [n for n in names if n not in existing]
+        if not missing:
+            return []
+        response = admin.create_topics(
+            {n: {"num_partitions": partitions} for n in missing}, raise_errors=False
+        )
+        created = []
+        for topic in response["topics"]:
+            code = topic["error_code"]
+            if code == TopicAlreadyExistsError.errno:
+                continue
+            if code:
+                raise KafkaError(f"cannot create topic {topic['name']}: {topic.get('error_message')}")
+            created.append(topic["name"])
+        admin.wait_for_topics(created, timeout_ms=30_000)
+    return created
+
+
+def ensure_topics(settings: Settings, partitions: int | None = None) -> list[str]:
+    """Create the SPEC topics missing at `settings.kafka_bootstrap`; returns the names created."""
+    count = partitions or settings.kafka_partitions
+    created = create_topics(settings.kafka_bootstrap, spec_topics(settings), count)
+    for name in created:
+        log.info("created topic %s (%d partitions)", name, count)
+    return created
