@@ -1,0 +1,44 @@
+"""Aerospike backend pieces that need no server: the precompiled newer-wins filter, client config, error codes."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from featurestore.aerospike import _newer_than_stored_expr, client_config, error_for, newer_than_stored, parse_hosts
+from featurestore.base import BadInput, StoreError, StoreTimeout, StoreUnavailable
+from tripscore.config import load_settings
+
+
+def test_filled_template_equals_a_fresh_compile() -> None:
+    rng = random.Random(3)
+    for _ in range(200):
+        event_ms, n_events = rng.randrange(0, 2**62), rng.randrange(0, 2**40)
+        assert newer_than_stored(event_ms, n_events) == _newer_than_stored_expr(event_ms, n_events)
+
+
+def test_client_config_from_settings() -> None:
+    settings = load_settings(
+        aerospike_hosts="a:3100, b", aerospike_user="u", aerospike_password="p", aerospike_tls_name="tls1",
+        aerospike_tls_cafile="/ca.pem", aerospike_timeout_ms=30, aerospike_retries=1,
+    )
+    config = client_config(settings)
+    assert config["hosts"] == [("a", 3100, "tls1"), ("b", 3000, "tls1")]
+    assert (config["user"], config["password"]) == ("u", "p")
+    assert config["tls"] == {"enable": True, "cafile": "/ca.pem"}
+    assert config["policies"]["batch"] == {"total_timeout": 30, "max_retries": 1}
+    plain = client_config(load_settings(aerospike_hosts="127.0.0.1:3000"))
+    assert "tls" not in plain and "user" not in plain and plain["hosts"] == [("127.0.0.1", 3000)]
+    with pytest.raises(ValueError, match="host"):
+        parse_hosts("a:port")
+
+
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [(9, StoreTimeout), (-10, StoreUnavailable), (11, StoreUnavailable), (13, BadInput), (21, BadInput),
+     (22, StoreError)],
+)
+def test_result_codes_map_to_store_errors(code: int, kind: type[StoreError]) -> None:
+    error = error_for(code, "x")
+    assert type(error) is kind

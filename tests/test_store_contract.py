@@ -1,0 +1,418 @@
+"""The online-store contract (SPEC §5), run against every backend: SQLite always, Aerospike when a server answers."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aerospike import exception as aerospike_errors
+
+from features.fold import DriverState
+from featurestore.aerospike import AerospikeStore
+from featurestore.base import BadInput, OnlineStore, StoreUnavailable
+from featurestore.metadata import Dataset, Feature, FeatureGroup, MetadataRecord, register_feature_metadata
+from featurestore.sqlite import SQLiteStore
+from schemas.features import BIN_NAMES, BINS, SERVED_BINS
+from tripscore.config import Settings, load_settings
+
+TEST_SET_PREFIX = "test-"  # Aerospike tests use their own sets; ids are unique per test and deleted afterwards
+READ_BINS = (*SERVED_BINS, "_event_ms")
+T0 = 1_780_000_000_000
+
+
+@dataclass(frozen=True)
+class Opener:
+    """Opens a store of one backend; picklable, so writer and reader processes open their own."""
+
+    backend: str
+    sqlite_path: Path | None = None
+    settings: Settings | None = None
+
+    def __call__(self, ttl_s: int = 0) -> OnlineStore:
+        if self.backend == "sqlite":
+            return SQLiteStore(self.sqlite_path, ttl_s=ttl_s)
+        return AerospikeStore(self.settings.with_overrides(store_ttl_s=ttl_s), set_prefix=TEST_SET_PREFIX)
+
+
+@pytest.fixture(scope="session")
+def store_aerospike_settings(aerospike_hosts: str) -> Settings:
+    """Settings for the Aerospike under test (conftest's `aerospike_hosts` skips when there is none)."""
+    return load_settings(store="aerospike", aerospike_hosts=aerospike_hosts, aerospike_timeout_ms=2_000)
+
+
+@pytest.fixture(params=[pytest.param("sqlite"), pytest.param("aerospike", marks=pytest.mark.aerospike)])
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Opener:
+    if request.param == "sqlite":
+        return Opener("sqlite", sqlite_path=tmp_path / "store" / "features.db")
+    return Opener("aerospike", settings=request.getfixturevalue("store_aerospike_settings"))
+
+
+@pytest.fixture
+def store(opener: Opener) -> Iterator[OnlineStore]:
+    with opener() as opened:
+        yield opened
+
+
+@pytest.fixture
+def new_ids(store: OnlineStore) -> Iterator[Callable[[int], list[str]]]:
+    """Unique driver ids for this test; their records are deleted afterwards."""
+    tag = uuid.uuid4().hex[:10]
+    made: list[str] = []
+
+    def make(count: int) -> list[str]:
+        ids = [f"t{tag}-{len(made) + i}" for i in range(count)]
+        made.extend(ids)
+        return ids
+
+    yield make
+    store.delete(made)
+
+
+def folded(*events: tuple[int, str, str, float | None]) -> dict[str, Any]:
+    """The bins of a driver after `events` (offsets from T0 in ms)."""
+    return DriverState().apply_all([(T0 + ts, eid, kind, rating) for ts, eid, kind, rating in events]).to_bins()
+
+
+FULL = folded(
+    (0, "e1", "shift_started", None),
+    (60_000, "e2", "offer_declined", None),
+    (120_000, "e3", "offer_accepted", None),
+    (900_000, "e4", "trip_completed", None),
+    (901_000, "e5", "trip_rated", 4.5),
+)
+PARTIAL = folded((0, "e1", "shift_started", None), (600_000, "e2", "trip_completed", None))  # no rating, no response
+
+
+def versioned(version: int, event_ms: int | None = None) -> dict[str, Any]:
+    """A record whose every bin derives from `version`, so a torn mix of two writes is detectable."""
+    bins: dict[str, Any] = {
+        "ds_total_trips": version,
+        "ds_n_accept": version,
+        "da_trips_day": version,
+        "da_consec_trips": version,
+        "ds_rating_sum": float(version),
+        "da_resp_1h": [version, version, version],
+        "_event_ms": T0 + version if event_ms is None else event_ms,
+        "_n_events": version,
+    }
+    bins["ds_avg_rating" if version % 2 == 0 else "da_accept_1h"] = version / 2
+    return bins
+
+
+def check_versioned(bins: dict[str, Any]) -> int:
+    """The version of a record written by `versioned`, asserting every bin agrees with it."""
+    version = bins["_n_events"]
+    assert bins["_event_ms"] == T0 + version
+    for name in ("ds_total_trips", "ds_n_accept", "da_trips_day", "da_consec_trips"):
+        assert bins[name] == version, (name, bins)
+    assert bins["ds_rating_sum"] == float(version)
+    assert bins["da_resp_1h"] == [version] * 3
+    present, absent = ("ds_avg_rating", "da_accept_1h") if version % 2 == 0 else ("da_accept_1h", "ds_avg_rating")
+    assert bins[present] == version / 2 and absent not in bins, bins
+    return version
+
+
+def test_round_trip_keeps_values_and_types(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    (driver,) = new_ids(1)
+    before = int(time.time() * 1000)
+    assert store.write([(driver, FULL)]).written == 1
+    (row,) = store.read([driver], BIN_NAMES)
+    stamped = row.bins.pop("_updated_ms")
+    assert row.bins == FULL
+    assert before <= stamped <= int(time.time() * 1000) + 1
+    for spec in BINS:
+        if spec.name in FULL:
+            assert type(row.bins[spec.name]) is {"int": int, "float": float, "list": list}[spec.dtype], spec.name
+
+
+def test_batch_read_present_absent_partial(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    full, partial, ghost = new_ids(3)
+    store.write([(full, FULL), (partial, PARTIAL)])
+    rows = store.read([full, ghost, partial, full], READ_BINS)
+    assert [row.entity_id for row in rows] == [full, ghost, partial, full]
+    assert [row.found for row in rows] == [True, False, True, True]
+    assert set(rows[0].bins) == set(READ_BINS)
+    assert all(status == "present" for status in rows[0].statuses.values())
+    assert rows[1].bins is None and set(rows[1].statuses.values()) == {"missing"} and rows[1].age_ms is None
+    assert {name for name, status in rows[2].statuses.items() if status == "missing"} == {
+        "ds_decl_rate", "ds_avg_rating", "da_accept_1h"
+    }
+    assert rows[2].bins["ds_total_trips"] == 1
+    assert rows[0].age_ms == rows[0].now_ms - FULL["_event_ms"]
+    assert store.read([], READ_BINS) == []
+
+
+def test_read_selects_only_requested_bins(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    (driver,) = new_ids(1)
+    store.write([(driver, FULL)])
+    (row,) = store.read([driver], ("da_resp_1h", "ds_total_trips"))
+    assert row.bins == {"da_resp_1h": FULL["da_resp_1h"], "ds_total_trips": FULL["ds_total_trips"]}
+    assert row.age_ms is None  # `_event_ms` was not requested
+
+
+def test_older_write_is_ignored(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    (driver,) = new_ids(1)
+    store.write([(driver, versioned(5))])
+    result = store.write([(driver, versioned(4))])
+    assert (result.written, result.skipped) == (0, 1)
+    assert check_versioned(store.read([driver], BIN_NAMES)[0].bins) == 5
+
+
+def test_equal_replay_changes_nothing(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    drivers = new_ids(3)
+    store.write([(driver, FULL) for driver in drivers])
+    first = store.read(drivers, BIN_NAMES)
+    time.sleep(0.01)
+    result = store.write([(driver, FULL) for driver in drivers])
+    assert (result.written, result.skipped) == (0, 3)
+    assert [row.bins for row in store.read(drivers, BIN_NAMES)] == [row.bins for row in first]
+
+
+def test_same_event_time_more_events_applies(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    (driver,) = new_ids(1)
+    store.write([(driver, versioned(2, event_ms=T0 + 3))])
+    newer = versioned(3)  # same _event_ms (T0 + 3), more events applied
+    assert store.write([(driver, newer)]).written == 1
+    assert check_versioned(store.read([driver], BIN_NAMES)[0].bins) == 3
+
+
+def test_replacing_write_removes_absent_bins(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    (driver,) = new_ids(1)
+    store.write([(driver, versioned(2))])  # has ds_avg_rating
+    store.write([(driver, versioned(3))])  # has da_accept_1h instead
+    bins = store.read([driver], BIN_NAMES)[0].bins
+    assert check_versioned(bins) == 3 and "ds_avg_rating" not in bins
+
+
+def test_duplicates_in_one_write_keep_the_newest(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    (driver,) = new_ids(1)
+    result = store.write([(driver, versioned(4)), (driver, versioned(6)), (driver, versioned(5))])
+    assert (result.written, result.skipped) == (1, 2)
+    assert check_versioned(store.read([driver], BIN_NAMES)[0].bins) == 6
+
+
+def test_delete_counts_existing_records(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    present, ghost = new_ids(2)
+    store.write([(present, FULL)])
+    assert store.delete([present, ghost]) == 1
+    assert not store.read([present], READ_BINS)[0].found
+    assert store.write([(present, FULL)]).written == 1  # a deleted record can be written again
+
+
+def test_info_and_health(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    drivers = new_ids(2)
+    store.write([(drivers[0], versioned(1)), (drivers[1], versioned(9))])
+    info = store.info()
+    assert info.backend == store.backend and info.records >= 2
+    assert info.newest_event_ms >= T0 + 9 and info.oldest_event_ms <= T0 + 1
+    assert info.newest_update_ms >= int(time.time() * 1000) - 60_000
+    assert set(info.metadata_counts) == {"fg-metadata", "feature-metadata", "dataset-metadata"}
+    health = store.health()
+    assert health["ok"] is True and health["backend"] == store.backend
+
+
+def test_ttl_expiry(opener: Opener, new_ids: Callable[[int], list[str]]) -> None:
+    (driver,) = new_ids(1)
+    with opener(ttl_s=1) as expiring:
+        expiring.write([(driver, versioned(1))])
+        assert expiring.read([driver], READ_BINS)[0].found
+        deadline = time.monotonic() + 5
+        while expiring.read([driver], READ_BINS)[0].found and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert not expiring.read([driver], READ_BINS)[0].found
+        assert expiring.write([(driver, versioned(1))]).written == 1  # an expired record counts as absent
+
+
+@pytest.fixture
+def saved(store: OnlineStore) -> Iterator[list[MetadataRecord]]:
+    """Metadata records a test saves; removed from Aerospike afterwards (a SQLite file is temporary anyway)."""
+    records: list[MetadataRecord] = []
+    yield records
+    if isinstance(store, AerospikeStore):
+        for record in records:
+            with contextlib.suppress(aerospike_errors.RecordNotFound):
+                store.client().remove((store.namespace, store.metadata_sets[record.set_name], record.key))
+
+
+def test_metadata_save_load_query(store: OnlineStore, saved: list[MetadataRecord]) -> None:
+    tag = uuid.uuid4().hex[:8]
+    group = FeatureGroup(f"fg-{tag}", "test group", source="unit", attrs={"owner": tag}, tags=["test"])
+    feature = Feature(group.name, "rate", "float", "a rate", attrs={"owner": tag, "unit": "ratio"}, tags=["served"])
+    other = Feature(group.name, "count", "int", attrs={"owner": tag}, tags=["internal"])
+    dataset = Dataset(f"ds-{tag}", "examples", features=[feature.fid], predicate="ts < 1", location="/tmp/x")
+    saved += [group, feature, other, dataset]
+    for record in saved:
+        record.save(store)
+    assert feature.fid == f"fg-{tag}_rate"
+    assert FeatureGroup.load(store, group.name) == group
+    assert Feature.load(store, feature.fid) == feature
+    assert Dataset.load(store, dataset.name) == dataset
+    assert Dataset.load(store, f"absent-{tag}") is None
+    assert Feature.query(store, owner=tag) == [other, feature]
+    assert Feature.query(store, owner=tag, tag="served") == [feature]
+    assert Feature.query(store, fgname=group.name, type="int") == [other]
+    assert FeatureGroup.query(store, owner=tag, source="elsewhere") == []
+    group.description = "changed"
+    group.save(store)
+    assert FeatureGroup.load(store, group.name).description == "changed"
+
+
+def test_register_feature_metadata_is_idempotent(store: OnlineStore) -> None:
+    assert register_feature_metadata(store) == register_feature_metadata(store) == (3, len(BINS))
+    served = {feature.name for feature in Feature.query(store, entity="driver", tag="served")}
+    assert served == set(SERVED_BINS)
+    assert Feature.load(store, "driver-stats_ds_decl_rate").type == "float"
+    assert FeatureGroup.load(store, "driver-activity").attrs["prefix"] == "da_"
+
+
+BAD_RECORDS = {
+    "unknown bin": ({"ds_bogus": 1}, "unknown bin"),
+    "16-byte bin name": ({"ds_sixteen_bytes": 1}, "16 bytes, over the 15-byte limit"),
+    "string for int": ({"ds_total_trips": "3"}, "expected an int, got str"),
+    "float for int": ({"da_trips_day": 1.5}, "expected an int, got float"),
+    "bool for int": ({"ds_total_trips": True}, "expected an int, got bool"),
+    "NaN": ({"ds_decl_rate": math.nan}, "must be finite"),
+    "infinity": ({"ds_avg_rating": math.inf}, "must be finite"),
+    "int too large": ({"ds_total_trips": 2**63}, "does not fit in 64 bits"),
+    "oversize list": ({"da_resp_1h": [1] * 1025}, "over the 1024-item limit"),
+    "list of strings": ({"da_resp_1h": ["a"]}, "item 0"),
+    "list for float": ({"ds_decl_rate": [0.5]}, "expected a float, got list"),
+    "missing _event_ms": ({"_event_ms": None}, "'_event_ms': required"),
+    "missing _n_events": ({"_n_events": None}, "'_n_events': required"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_RECORDS))
+def test_bad_record_is_rejected_and_changes_nothing(
+    store: OnlineStore, new_ids: Callable[[int], list[str]], case: str
+) -> None:
+    good, bad = new_ids(2)
+    store.write([(good, versioned(1))])
+    change, message = BAD_RECORDS[case]
+    record = {key: value for key, value in {**versioned(7), **change}.items() if value is not None}
+    with pytest.raises(BadInput) as raised:
+        store.write([(good, versioned(2)), (bad, record)])  # the good update comes first in the batch
+    assert bad in str(raised.value) and message in str(raised.value)
+    assert next(iter(change)) in str(raised.value)
+    rows = store.read([good, bad], BIN_NAMES)
+    assert check_versioned(rows[0].bins) == 1 and not rows[1].found
+
+
+@pytest.mark.parametrize(
+    ("entity_id", "message"),
+    [("x" * 65, "longer than 64 bytes"), ("", "non-empty string"), ("a b", "characters outside"), (7, "string")],
+)
+def test_bad_entity_id_is_rejected(store: OnlineStore, entity_id: Any, message: str) -> None:
+    with pytest.raises(BadInput, match=message):
+        store.write([(entity_id, versioned(1))])
+
+
+def test_read_of_unknown_bin_is_rejected(store: OnlineStore) -> None:
+    with pytest.raises(BadInput, match="ds_bogus.*unknown bin"):
+        store.read(["anyone"], ("ds_total_trips", "ds_bogus"))
+
+
+def test_metadata_of_unknown_set_or_bad_value_is_rejected(store: OnlineStore) -> None:
+    with pytest.raises(BadInput, match="not one of"):
+        store.put_metadata("driver-features", "k", {})
+    with pytest.raises(BadInput, match="not JSON"):
+        store.put_metadata("fg-metadata", "k", {"x": math.nan})
+
+
+VERSIONS = 60
+RECORDS = 40
+
+
+def _writer(opener: Opener, ids: list[str], go: Any) -> None:
+    with opener() as store:
+        go.wait()
+        for version in range(1, VERSIONS + 1):
+            store.write([(entity_id, versioned(version)) for entity_id in ids])
+            if version > 2:  # a late replay of an older micro-batch must change nothing
+                store.write([(entity_id, versioned(version - 2)) for entity_id in ids])
+            time.sleep(0.002)
+
+
+def _reader(opener: Opener, ids: list[str], go: Any, done: Any, results: Any) -> None:
+    seen = dict.fromkeys(ids, 0)
+    reads, versions = 0, set()
+    try:
+        with opener() as store:
+            go.wait()
+            while not done.is_set():
+                for row in store.read(ids, BIN_NAMES):
+                    if row.found:
+                        version = check_versioned(row.bins)
+                        assert version >= seen[row.entity_id], f"{row.entity_id} went back to {version}"
+                        seen[row.entity_id] = version
+                        versions.add(version)
+                reads += 1
+        results.put((reads, len(versions), None))
+    except BaseException as exc:  # reported to the test process
+        results.put((reads, len(versions), repr(exc)))
+
+
+def test_concurrent_writer_and_readers_never_see_torn_or_older_records(
+    opener: Opener, store: OnlineStore, new_ids: Callable[[int], list[str]]
+) -> None:
+    ids = new_ids(RECORDS)
+    context = multiprocessing.get_context("spawn")
+    go, done, results = context.Event(), context.Event(), context.Queue()
+    readers = [context.Process(target=_reader, args=(opener, ids, go, done, results)) for _ in range(3)]
+    writer = context.Process(target=_writer, args=(opener, ids, go))
+    for process in (*readers, writer):
+        process.start()
+    time.sleep(1.0)  # let every process import and connect before the writes start
+    go.set()
+    writer.join(120)
+    done.set()
+    outcomes = [results.get(timeout=60) for _ in readers]
+    for process in readers:
+        process.join(30)
+    assert writer.exitcode == 0
+    assert [error for *_, error in outcomes] == [None] * len(readers)
+    assert all(reads > 5 and versions > 3 for reads, versions, _ in outcomes), outcomes  # they overlapped the writer
+    assert [check_versioned(row.bins) for row in store.read(ids, BIN_NAMES)] == [VERSIONS] * RECORDS
+
+
+def test_one_store_is_shared_by_threads(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    ids = new_ids(10)
+    store.write([(entity_id, versioned(1)) for entity_id in ids])
+    errors: list[BaseException] = []
+
+    def read_many() -> None:
+        try:
+            for _ in range(100):
+                assert all(check_versioned(row.bins) >= 1 for row in store.read(ids, BIN_NAMES))
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read_many) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for version in range(2, 30):
+        store.write([(entity_id, versioned(version)) for entity_id in ids])
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {check_versioned(row.bins) for row in store.read(ids, BIN_NAMES)} == {29}
+
+
+def test_unreachable_aerospike_fails_fast_as_unavailable() -> None:
+    settings = load_settings(store="aerospike", aerospike_hosts="127.0.0.1:1", aerospike_timeout_ms=50)
+    store = AerospikeStore(settings)
+    for _ in range(2):  # the second call is refused without reconnecting (back-off)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable, match="unreachable"):
+            store.read(["d1"], READ_BINS)
+        assert time.monotonic() - started < 2.0
+    assert store.health()["ok"] is False
