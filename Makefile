@@ -7,7 +7,7 @@ JARS_DIR := $(or $(TRIPSCORE_JARS_DIR),jars)
 JVM_POMS := jvm/pom.xml jvm/kafka-broker/pom.xml jvm/spark-kafka/pom.xml
 PYTEST_ARGS ?=
 
-.PHONY: venv jars kafka-up kafka-down topics lint test clean
+.PHONY: venv jars kafka-up kafka-down topics lint test demo clean
 
 venv: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ test: venv jars
 	$(TRIPSCORE) kafka down || true; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$status
+
+# The whole pipeline end to end on the embedded defaults; the demo starts and stops the broker itself.
+demo: venv jars
+	$(TRIPSCORE) demo
 
 clean:
 	if [ -x $(TRIPSCORE) ]; then $(TRIPSCORE) kafka down; fi

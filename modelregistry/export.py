@@ -70,5 +70,5 @@ class ModelExport:
             return cls(**raw)
         except FileNotFoundError as exc:
             raise ModelError(f"{path}: no export file (not a model folder?)") from exc
-        except (json.JSONDecodeError, TypeError) as exc:
+        except (json.JSONDecodeError, TypeError, ValueError) as exc:
             raise ModelError(f"{path}: corrupt export: {exc}") from exc

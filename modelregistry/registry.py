@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from modelregistry.export import ModelError, ModelExport
 
@@ -63,3 +67,38 @@ def promote(models_dir: Path, version: str) -> ModelExport:
     tmp.write_text(version + "\n")
     os.replace(tmp, models_dir / ACTIVE_FILE)
     return export
+
+
+@contextmanager
+def staged_version(models_dir: Path) -> Iterator[tuple[str, Path]]:
+    """The next version name and a hidden staging folder that becomes `models_dir/<version>/` atomically when the
+    block succeeds; on error it is removed, so a version folder is never half-written."""
+    models_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(models_dir)
+    staging = models_dir / f".{version}.staging-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        yield version, staging
+        os.rename(staging, models_dir / version)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
+def describe_versions(models_dir: Path) -> list[dict[str, Any]]:
+    """One summary per version, oldest first: active flag, dataset, created_at, AUCs, or the load error."""
+    active = active_version(models_dir)
+    rows: list[dict[str, Any]] = []
+    for version in list_versions(models_dir):
+        row: dict[str, Any] = {"version": version, "active": version == active}
+        try:
+            export = load_export(models_dir, version)
+        except ModelError as exc:
+            row["error"] = str(exc)
+        else:
+            metrics = export.metrics
+            row.update(dataset=export.dataset, created_at=export.created_at, auc=metrics.get("auc"),
+                       oracle_auc=metrics.get("oracle_auc"), train_rows=metrics.get("train_rows"))
+        rows.append(row)
+    return rows

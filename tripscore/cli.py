@@ -13,7 +13,16 @@ from tripscore import __version__
 # Modules that expose `register(subparsers)`; each adds its subcommands with `set_defaults(func=...)`.
 COMMAND_MODULES = (
     "tripscore.kafka_cli",
+    "scorer.cli",
+    "tripscore.store_cli",
+    "streaming.cli",
+    "batch.cli",
+    "modelregistry.cli",
+    "batch.consistency",
+    "tripscore.demo",
 )
+
+NOISY_LOGGERS = ("kafka", "aiokafka", "py4j")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for chatty in NOISY_LOGGERS:
+        logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     return int(args.func(args) or 0)
 
 

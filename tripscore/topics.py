@@ -111,3 +111,12 @@ def ensure_topics(settings: Settings, partitions: int | None = None) -> list[str
     for name in created:
         log.info("created topic %s (%d partitions)", name, count)
     return created
+
+
+def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+    """Delete topics (those absent are ignored); the broker finishes deleting in the background."""
+    with admin_client(bootstrap) as admin:
+        existing = set(admin.list_topics())
+        doomed = [n for n in names if n in existing]
+        if doomed:
+            admin.delete_topics(doomed)

@@ -1,0 +1,1 @@
+"""Batch stages: synthetic city, backfill, point-in-time datasets, training and retraining."""

@@ -1,0 +1,135 @@
+"""Online/offline consistency: recompute sampled drivers' records from the event log and compare with the store."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+
+from features.fold import fold
+from featurestore import open_store
+from featurestore.base import OnlineStore
+from schemas.features import BIN_NAMES
+from tripscore.config import load_settings
+
+COMPARED_BINS = tuple(name for name in BIN_NAMES if name != "_updated_ms")
+EVENT_COLUMNS = ["driver_id", "ts_ms", "event_id", "event_type", "rating"]
+
+
+@dataclass
+class ConsistencyReport:
+    """Per-bin mismatch counts over the sampled drivers that the store holds."""
+
+    drivers: int = 0
+    missing_in_store: int = 0
+    mismatches: Counter[str] = field(default_factory=Counter)
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+    def rates(self) -> dict[str, float]:
+        """Mismatch rate per compared bin."""
+        return {name: (self.mismatches[name] / self.drivers if self.drivers else 0.0) for name in COMPARED_BINS}
+
+    def worst_rate(self) -> float:
+        """The highest per-bin mismatch rate."""
+        return max(self.rates().values(), default=0.0)
+
+
+def same_value(offline: Any, online: Any) -> bool:
+    """Equality with a relative tolerance for floats and element-wise for lists."""
+    if isinstance(offline, list) or isinstance(online, list):
+        return list(offline or []) == list(online or [])
+    if isinstance(offline, float) or isinstance(online, float):
+        if offline is None or online is None:
+            return offline is online
+        return math.isclose(float(offline), float(online), rel_tol=1e-9, abs_tol=1e-12)
+    return offline == online
+
+
+def event_log(paths: Sequence[Path]) -> ds.Dataset:
+    """One dataset over the Parquet files of one or more event-log folders."""
+    return ds.dataset([ds.dataset(str(p), format="parquet", exclude_invalid_files=True) for p in paths])
+
+
+def load_driver_events(events_paths: Sequence[Path], driver_ids: Sequence[str]) -> dict[str, list[tuple]]:
+    """The fold tuples of the given drivers from the event log."""
+    table = event_log(events_paths).to_table(columns=EVENT_COLUMNS, filter=pc.field("driver_id").isin(list(driver_ids)))
+    events: dict[str, list[tuple]] = {d: [] for d in driver_ids}
+    columns = [table.column(name).to_pylist() for name in EVENT_COLUMNS]
+    for driver_id, ts_ms, event_id, event_type, rating in zip(*columns, strict=True):
+        events[driver_id].append((ts_ms, event_id, event_type, rating))
+    return events
+
+
+def compare_record(offline: Mapping[str, Any], online: Mapping[str, Any]) -> list[str]:
+    """The bins whose offline and online values differ."""
+    return [name for name in COMPARED_BINS if not same_value(offline.get(name), online.get(name))]
+
+
+def check_consistency(
+    store: OnlineStore, events_paths: Sequence[Path], driver_ids: Sequence[str], max_examples: int = 5
+) -> ConsistencyReport:
+    """Refold each driver's logged events up to the store's `_event_ms` and count per-bin mismatches."""
+    report = ConsistencyReport()
+    rows = store.read(list(driver_ids), COMPARED_BINS)
+    events = load_driver_events(events_paths, driver_ids)
+    for row in rows:
+        if not row.found:
+            report.missing_in_store += 1
+            continue
+        report.drivers += 1
+        upto = int(row.bins["_event_ms"])
+        offline = fold([e for e in events[row.entity_id] if e[0] <= upto]).to_bins()
+        bad = compare_record(offline, row.bins)
+        report.mismatches.update(bad)
+        if bad and len(report.examples) < max_examples:
+            report.examples.append(
+                {"driver_id": row.entity_id, **{b: {"offline": offline.get(b), "online": row.bins.get(b)} for b in bad}}
+            )
+    return report
+
+
+def sample_driver_ids(events_paths: Sequence[Path], sample: int, seed: int) -> list[str]:
+    """A reproducible random sample of the drivers in the event log."""
+    table = event_log(events_paths).to_table(columns=["driver_id"])
+    drivers = sorted(pc.unique(table.column("driver_id")).to_pylist())
+    return random.Random(seed).sample(drivers, min(sample, len(drivers)))
+
+
+def run(args: argparse.Namespace) -> int:
+    """`tripscore consistency`: print per-bin mismatch rates; exit 1 above the threshold."""
+    settings = load_settings()
+    paths = [Path(p) for p in args.events] if args.events else [settings.home / "events"]
+    drivers = sample_driver_ids(paths, args.sample, args.seed)
+    report = check_consistency(open_store(settings), paths, drivers)
+    summary = {
+        "drivers_compared": report.drivers,
+        "missing_in_store": report.missing_in_store,
+        "worst_mismatch_rate": report.worst_rate(),
+        "mismatch_rates": {k: v for k, v in report.rates().items() if v > 0},
+        "examples": report.examples,
+    }
+    print(json.dumps(summary, indent=None if args.json else 2))
+    if report.drivers == 0:
+        print("no sampled driver has a record in the store")
+        return 2
+    return 1 if report.worst_rate() > args.threshold else 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `tripscore consistency`."""
+    parser = sub.add_parser("consistency", help="compare store records with a recomputation from the event log")
+    parser.add_argument("--events", nargs="+", help="Parquet event-log folders (default <home>/events)")
+    parser.add_argument("--sample", type=int, default=500, help="drivers to compare (default 500)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--threshold", type=float, default=0.0, help="max tolerated mismatch rate per bin")
+    parser.add_argument("--json", action="store_true", help="one-line JSON output")
+    parser.set_defaults(func=run)

@@ -1,0 +1,136 @@
+"""The Faust scoring worker: `score-requests` → Scorer → `risk-scores`, plus /metrics, /health, /drift.png.
+
+Run it with `tripscore score` or `faust -A scorer.app worker` (settings from `TRIPSCORE_*`).
+
+Delivery is at-least-once. The agent iterates without automatic acks and acks a request only after the
+broker has acknowledged its response (and DeadLetter); Faust commits only offsets below the first
+unacked one, so a crash before the response is delivered redelivers the request after restart. A
+redelivered request can be answered twice; ranking depends only on the request (its `ts` is the
+scoring time) and the stored features, so the same state gives the same ranking.
+
+Malformed requests get a `strategy: "error"` response on `risk-scores` and a DeadLetter (stage
+`score`) on `TRIPSCORE_TOPIC_SCORE_DLQ`, by default the SPEC's one dead-letter topic `trip-events-dlq`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from featurestore import close_stores, open_store
+from scorer import metrics
+from scorer.reader import resolve_mode
+from scorer.service import Origin, Scorer
+from tripscore.config import Settings, load_settings
+
+log = logging.getLogger(__name__)
+RAW = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
+    """A Faust app scoring `settings.topic_score_requests` with `settings.scorer_concurrency` actors;
+    `drift_plot` names a PNG of live vs training scores written at shutdown."""
+    resolve_mode(settings.scorer_read_mode, "")  # a bad TRIPSCORE_SCORER_READ_MODE fails here, not per request
+    datadir = settings.home / "faust" / settings.scorer_app_id
+    datadir.parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        settings.scorer_app_id,
+        broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        datadir=str(datadir),
+        web_port=settings.scorer_web_port,
+        broker_commit_interval=settings.scorer_commit_interval_s,
+        broker_session_timeout=settings.scorer_session_timeout_s,
+        consumer_group_instance_id=settings.scorer_instance_id or None,  # static membership: restarts skip rebalance
+        producer_linger_ms=0,
+        topic_replication_factor=1,
+    )
+    requests = app.topic(settings.topic_score_requests, **RAW)
+    outputs = {name: app.topic(name, **RAW) for name in (settings.topic_risk_scores, settings.topic_score_dlq)}
+
+    @functools.cache
+    def scorer() -> Scorer:
+        service = Scorer(settings, open_store(settings))
+        log.info("scorer ready: model %s, read mode %s, concurrency %d, deadline %.0f ms",
+                 service.active.version, service.reader.mode, settings.scorer_concurrency,
+                 settings.store_deadline_ms)
+        return service
+
+    @app.agent(requests, concurrency=settings.scorer_concurrency)
+    async def score(stream: faust.StreamT) -> None:
+        manual = stream.noack()
+        async for event in manual.events():
+            received = time.perf_counter()
+            message = event.message
+            outgoing = await scorer().handle(event.value, event.key,
+                                             Origin(message.topic, message.partition, message.offset))
+            pending = [await outputs[out.topic].send(key=out.key, value=out.value) for out in outgoing]
+            # ack once the broker has every message of this request; the actor moves on meanwhile
+            delivered = asyncio.gather(*pending)
+            delivered.add_done_callback(functools.partial(_acknowledge, manual, event, received))
+
+    @app.task
+    async def start_scorer() -> None:
+        scorer()
+
+    @app.timer(interval=settings.model_poll_s)
+    async def poll_model() -> None:
+        scorer().poll_model()
+
+    @app.page("/metrics")
+    async def metrics_page(web: View, request: Request) -> Response:
+        return web.bytes(metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    @app.page("/health")
+    async def health_page(web: View, request: Request) -> Response:
+        service = scorer()
+        store = await asyncio.get_running_loop().run_in_executor(None, service.reader.store.health)
+        ok = bool(store.get("ok")) and service.active.model is not None
+        body = {"status": "ok" if ok else "degraded", "model_version": service.active.version, "store": store,
+                "read_mode": service.reader.mode, "concurrency": settings.scorer_concurrency}
+        return web.json(body, status=200 if ok else 503)
+
+    @app.page("/drift.png")
+    async def drift_page(web: View, request: Request) -> Response:
+        service = scorer()
+        return web.bytes(service.drift.plot_png(service.active.version), content_type="image/png")
+
+    @app.on_before_shutdown.connect
+    async def shutdown(sender: faust.App, **kwargs: Any) -> None:
+        if scorer.cache_info().currsize:
+            service = scorer()
+            if drift_plot:
+                drift_plot.write_bytes(service.drift.plot_png(service.active.version))
+                log.info("wrote the drift plot to %s", drift_plot)
+            service.close()
+        close_stores()
+
+    return app
+
+
+def _acknowledge(stream: faust.StreamT, event: faust.EventT, received: float, delivered: asyncio.Future) -> None:
+    """Ack a request whose response is on the broker; an undelivered one stays unacked (redelivered on restart)."""
+    if delivered.cancelled() or delivered.exception() is not None:
+        log.error("response to the request at %s offset %s not delivered (%s); it stays uncommitted",
+                  event.message.tp, event.message.offset, "cancelled" if delivered.cancelled() else
+                  delivered.exception())
+        return
+    asyncio.ensure_future(stream.ack(event))
+    metrics.PROCESSING.observe(time.perf_counter() - received)
+    metrics.END_TO_END.observe(max(0.0, time.time() - event.message.timestamp))
+
+
+def __getattr__(name: str) -> faust.App:
+    """`scorer.app.app`, built from the environment on first use (what `faust -A scorer.app` loads)."""
+    if name != "app":
+        raise AttributeError(name)
+    globals()["app"] = built = build_app(load_settings())
+    return built

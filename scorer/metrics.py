@@ -1,0 +1,99 @@
+"""The scorer's Prometheus metrics, in one registry served at `/metrics` by the worker."""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+from scorer.rank import FALLBACK_REASONS, Ranking
+
+
+class ArrayHistogram(Collector):
+    """A histogram fed whole numpy arrays at once (per-candidate values: 50 `observe` calls cost too much)."""
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        self.name, self.documentation = name, documentation
+        self.bounds = np.asarray(buckets, dtype=np.float64)
+        self.counts = np.zeros(len(buckets) + 1, dtype=np.int64)  # the last bucket is +Inf
+        self.total = 0.0
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        if len(values):
+            self.counts += np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.counts))
+            self.total += float(values.sum())
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        cumulative = np.cumsum(self.counts).tolist()
+        names = [repr(float(b)) for b in self.bounds] + ["+Inf"]
+        yield HistogramMetricFamily(self.name, self.documentation, buckets=list(zip(names, cumulative, strict=True)),
+                                    sum_value=self.total)
+
+
+REGISTRY = CollectorRegistry()
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+AGE_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86_400, 7 * 86_400)
+RISK_BUCKETS = tuple(i / 20 for i in range(1, 21))
+STATUSES = ("present", "partial", "stale", "missing")
+STRATEGIES = ("model", "distance_only", "error")
+
+FEATURE_READ = Histogram("tripscore_scorer_feature_read_seconds", "Batch feature read per request",
+                         buckets=LATENCY_BUCKETS, registry=REGISTRY)
+MODEL = Histogram("tripscore_scorer_model_seconds", "Feature derivation, inference and ranking per request",
+                  buckets=LATENCY_BUCKETS, registry=REGISTRY)
+PROCESSING = Histogram("tripscore_scorer_processing_seconds", "Request received to response acknowledged",
+                       buckets=LATENCY_BUCKETS, registry=REGISTRY)
+END_TO_END = Histogram("tripscore_scorer_end_to_end_seconds",
+                       "Request's Kafka timestamp to response acknowledged (includes queueing)",
+                       buckets=LATENCY_BUCKETS, registry=REGISTRY)
+RESPONSES = Counter("tripscore_scorer_responses_total", "Responses by strategy", ["strategy"], registry=REGISTRY)
+FALLBACKS = Counter("tripscore_scorer_fallbacks_total", "Distance-only answers by reason", ["reason"],
+                    registry=REGISTRY)
+CANDIDATES = Counter("tripscore_scorer_candidates_total", "Candidates by feature status", ["status"],
+                     registry=REGISTRY)
+FEATURE_AGE = ArrayHistogram("tripscore_scorer_feature_age_seconds", "Read time minus the record's latest event",
+                             AGE_BUCKETS, REGISTRY)
+DECLINE_RISK = ArrayHistogram("tripscore_scorer_decline_risk", "Model predictions served", RISK_BUCKETS, REGISTRY)
+PSI = Gauge("tripscore_scorer_prediction_psi", "PSI of served predictions vs the model's training histogram",
+            registry=REGISTRY)
+MODEL_INFO = Gauge("tripscore_scorer_model_info", "1 for the model version in service", ["version"],
+                   registry=REGISTRY)
+MODEL_RELOADS = Counter("tripscore_scorer_model_reloads_total", "Model switches", registry=REGISTRY)
+DEAD_LETTERS = Counter("tripscore_scorer_dead_letters_total", "Malformed requests dead-lettered", registry=REGISTRY)
+
+for _strategy in STRATEGIES:
+    RESPONSES.labels(_strategy)
+for _reason in FALLBACK_REASONS:
+    FALLBACKS.labels(_reason)
+for _status in STATUSES:
+    CANDIDATES.labels(_status)
+
+
+def record_ranking(ranking: Ranking, read_s: float, model_s: float) -> None:
+    """Count one scored request."""
+    FEATURE_READ.observe(read_s)
+    MODEL.observe(model_s)
+    RESPONSES.labels(ranking.strategy).inc()
+    if ranking.reason:
+        FALLBACKS.labels(ranking.reason).inc()
+    for status, count in Tally(ranking.statuses).items():
+        CANDIDATES.labels(status).inc(count)
+    FEATURE_AGE.observe_many(np.maximum(np.asarray(ranking.ages_ms, dtype=np.float64), 0.0) / 1000.0)
+    DECLINE_RISK.observe_many(ranking.risks)
+
+
+def set_model(version: str | None) -> None:
+    """Expose the served version as the only `model_info` series."""
+    MODEL_INFO.clear()
+    if version:
+        MODEL_INFO.labels(version).set(1)
+
+
+def exposition() -> bytes:
+    """The text exposition of every scorer metric."""
+    return generate_latest(REGISTRY)

@@ -1,0 +1,97 @@
+"""SPEC §4 ranking, pure and synchronous: model scoring with per-candidate prior fallback, or distance-only."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from features.derive import model_features, record_status
+from featurestore.base import FeatureRow
+from modelregistry.export import ModelExport
+from schemas.messages import ranked_candidate
+from tripscore.config import Settings
+
+STORE_ERROR = "store_error"
+STORE_TIMEOUT = "store_timeout"
+NO_MODEL = "no_model"
+NO_FEATURES = "no_features"
+SCORER_ERROR = "scorer_error"
+FALLBACK_REASONS = (STORE_ERROR, STORE_TIMEOUT, NO_MODEL, NO_FEATURES, SCORER_ERROR)
+USABLE = frozenset({"present", "partial"})  # statuses whose features the model scores; the rest get the prior
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The ranking knobs of SPEC §4."""
+
+    redispatch_penalty_min: float = 5.0
+    max_feature_age_ms: float = 86_400_000.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        return cls(settings.redispatch_penalty_min, settings.max_feature_age_s * 1000.0)
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The ranked candidates of one request, plus what monitoring needs."""
+
+    strategy: str  # "model" | "distance_only"
+    reason: str | None
+    ranked: list[dict[str, Any]]
+    statuses: list[str]  # per candidate, request order
+    risks: np.ndarray  # model predictions of the candidates with usable features
+    ages_ms: list[int]  # age of every record read
+
+
+def rank_request(
+    request: Mapping[str, Any], rows: Sequence[FeatureRow] | str, model: ModelExport | None, policy: Policy
+) -> Ranking:
+    """Rank a validated request from its feature rows (or a store-failure reason) and the loaded model."""
+    candidates = request["candidates"]
+    if isinstance(rows, str):
+        return distance_only(candidates, rows, ["missing"] * len(candidates), [])
+    at_ms = request["ts_ms"]
+    bins = [row.bins for row in rows]
+    statuses = [record_status(b, at_ms, policy.max_feature_age_ms) for b in bins]
+    ages = [age for row in rows if (age := row.age_ms) is not None]
+    if model is None:
+        return distance_only(candidates, NO_MODEL, statuses, ages)
+    usable = [i for i, status in enumerate(statuses) if status in USABLE]
+    if not usable:
+        return distance_only(candidates, NO_FEATURES, statuses, ages)
+    features = np.array([
+        model_features(bins[i], at_ms, candidates[i]["pickup_eta_min"], request["rider_rating"],
+                       request["surge_multiplier"], request["est_duration_min"])
+        for i in usable
+    ])
+    predicted = model.predict_proba(features)
+    risks = [model.prior] * len(candidates)
+    for i, risk in zip(usable, predicted.tolist(), strict=True):
+        risks[i] = risk
+    penalty = policy.redispatch_penalty_min
+    costs = [c["pickup_eta_min"] + r * penalty for c, r in zip(candidates, risks, strict=True)]
+    order = sorted(range(len(candidates)),
+                   key=lambda i: (costs[i], candidates[i]["pickup_eta_min"], candidates[i]["driver_id"]))
+    ranked = [
+        ranked_candidate(candidates[i]["driver_id"], rank, risks[i], candidates[i]["pickup_eta_min"], costs[i],
+                         statuses[i])
+        for rank, i in enumerate(order, start=1)
+    ]
+    return Ranking("model", None, ranked, statuses, predicted, ages)
+
+
+def distance_only(
+    candidates: Sequence[Mapping[str, Any]], reason: str, statuses: Sequence[str], ages_ms: Sequence[int]
+) -> Ranking:
+    """The whole-request fallback: ascending eta, ties by driver_id, no risk, cost = eta."""
+    order = sorted(range(len(candidates)), key=lambda i: (candidates[i]["pickup_eta_min"], candidates[i]["driver_id"]))
+    ranked = [
+        ranked_candidate(candidates[i]["driver_id"], rank, None, candidates[i]["pickup_eta_min"],
+                         candidates[i]["pickup_eta_min"], statuses[i])
+        for rank, i in enumerate(order, start=1)
+    ]
+    return Ranking("distance_only", reason, ranked, list(statuses), np.empty(0), list(ages_ms))

@@ -1,0 +1,80 @@
+"""One batch read of every candidate's served bins per request, under a deadline, off or on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
+
+from featurestore.base import FeatureRow, OnlineStore, StoreError, StoreTimeout
+from schemas.features import SERVED_BINS
+from scorer.rank import STORE_ERROR, STORE_TIMEOUT
+
+log = logging.getLogger(__name__)
+
+READ_BINS = (*SERVED_BINS, "_event_ms")
+READ_MODES = ("auto", "executor", "inline")
+INLINE_BACKENDS = frozenset({"sqlite"})  # local, sub-ms, CPU-bound reads: a thread hop only adds GIL waits
+
+
+def read_rows(store: OnlineStore, driver_ids: Sequence[str], deadline_s: float) -> list[FeatureRow] | str:
+    """A blocking read; a store error, or an answer later than the deadline, gives the fallback reason."""
+    started = time.perf_counter()
+    try:
+        rows = store.read(driver_ids, READ_BINS)
+    except StoreTimeout:
+        return STORE_TIMEOUT
+    except StoreError as exc:
+        log.warning("feature read failed: %s", exc)
+        return STORE_ERROR
+    except Exception:  # a backend bug must not cost the request its answer
+        log.exception("feature read raised outside the store contract")
+        return STORE_ERROR
+    return rows if time.perf_counter() - started <= deadline_s else STORE_TIMEOUT
+
+
+def resolve_mode(mode: str, backend: str) -> str:
+    """`auto` reads SQLite inline and network stores in the pool."""
+    if mode not in READ_MODES:
+        raise ValueError(f"read mode {mode!r} is not one of {READ_MODES}")
+    if mode == "auto":
+        return "inline" if backend in INLINE_BACKENDS else "executor"
+    return mode
+
+
+class FeatureReader:
+    """Reads in a thread pool awaited with a timeout (`executor`), or in the loop's own thread (`inline`)."""
+
+    def __init__(self, store: OnlineStore, deadline_ms: float, mode: str = "auto", threads: int = 4) -> None:
+        self.store = store
+        self.deadline_s = deadline_ms / 1000.0
+        self.mode = mode = resolve_mode(mode, store.backend)
+        self._pool: ThreadPoolExecutor | None = None
+        if mode == "inline":
+            self._warm_up()
+        else:
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="feature-read", initializer=self._warm_up)
+            barrier = threading.Barrier(threads)  # start every thread now, so no request pays for a connection
+            wait([self._pool.submit(barrier.wait, 10.0) for _ in range(threads)], timeout=15.0)
+
+    def _warm_up(self) -> None:
+        """Open this thread's store connection with a throwaway read."""
+        read_rows(self.store, ["warm-up"], 60.0)
+
+    async def read(self, driver_ids: Sequence[str]) -> list[FeatureRow] | str:
+        """The rows of `driver_ids` in order, or `store_error` / `store_timeout`."""
+        if self._pool is None:
+            return read_rows(self.store, driver_ids, self.deadline_s)
+        job = asyncio.get_running_loop().run_in_executor(self._pool, read_rows, self.store, driver_ids, self.deadline_s)
+        try:
+            return await asyncio.wait_for(job, self.deadline_s)
+        except TimeoutError:
+            return STORE_TIMEOUT
+
+    def close(self) -> None:
+        """Stop the pool without waiting for a hung read."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)

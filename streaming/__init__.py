@@ -1,0 +1,1 @@
+"""Streaming feature updates: Kafka `trip-events` → Spark Structured Streaming → the online feature store."""

@@ -1,0 +1,82 @@
+"""The foreachBatch sink: dead letters to the DLQ topic, driver records to the online store, in batches.
+
+Any failure raises, which fails the micro-batch so its offsets are not committed and it is replayed on restart;
+the store's newer-wins makes the replayed writes no-ops (dead letters are at least once).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+from kafka import KafkaProducer
+from pyspark.sql import DataFrame
+
+from featurestore import open_store
+from streaming.metrics import SinkStats, lag_quantiles
+from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD
+from tripscore.config import Settings
+
+SEND_TIMEOUT_S = 30.0
+
+
+class Sink:
+    """Callable for `writeStream.foreachBatch`; owns the DLQ producer and reports `SinkStats`."""
+
+    def __init__(self, settings: Settings, write_batch: int, on_batch: Callable[[SinkStats], None]) -> None:
+        self.settings = settings
+        self.write_batch = write_batch
+        self.on_batch = on_batch
+        self._producer: KafkaProducer | None = None
+
+    @property
+    def producer(self) -> KafkaProducer:
+        """The DLQ producer, created on the first dead letter."""
+        if self._producer is None:
+            self._producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
+                                           linger_ms=5, retries=5, client_id="tripscore-stream-dlq")
+        return self._producer
+
+    def dead_letter(self, letters: list[tuple[bytes | None, bytes]]) -> None:
+        """Send to the DLQ topic and wait for every acknowledgement; raises on any failure."""
+        futures = [self.producer.send(self.settings.topic_trip_events_dlq, key=key, value=value)
+                   for key, value in letters]
+        self.producer.flush(timeout=SEND_TIMEOUT_S)
+        for future in futures:
+            future.get(timeout=SEND_TIMEOUT_S)
+
+    def __call__(self, frame: DataFrame, batch_id: int) -> None:
+        table = frame.toArrow()
+        started = time.monotonic()
+        kinds = table.column("kind").to_pylist()
+        keys = table.column("key").to_pylist()
+        payloads = table.column("payload").to_pylist()
+        letters = [(keys[i], payloads[i]) for i, kind in enumerate(kinds) if kind in (INVALID, LATE)]
+        if letters:
+            self.dead_letter(letters)
+        rows = [i for i, kind in enumerate(kinds) if kind == RECORD]
+        records = [(keys[i].decode(), json.loads(payloads[i])) for i in rows]
+        store = open_store(self.settings)
+        written = 0
+        for start in range(0, len(records), self.write_batch):
+            written += store.write(records[start : start + self.write_batch]).written
+        written_ms = time.time_ns() // 1_000_000
+        times = table.column("times").to_pylist()
+        counts = table.column("n").to_pylist()
+        self.on_batch(SinkStats(
+            batch_id=batch_id,
+            records=len(records),
+            written=written,
+            invalid=kinds.count(INVALID),
+            late=kinds.count(LATE),
+            duplicates=sum(counts[i] for i, kind in enumerate(kinds) if kind == DUPLICATE),
+            lag_s=lag_quantiles([written_ms - t for i in rows for t in times[i]]),
+            write_s=time.monotonic() - started,
+        ))
+
+    def close(self) -> None:
+        """Flush and close the DLQ producer."""
+        if self._producer is not None:
+            self._producer.close(timeout=SEND_TIMEOUT_S)
+            self._producer = None

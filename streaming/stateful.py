@@ -1,0 +1,75 @@
+"""Stage 2 of the stream: the per-driver update run by `applyInPandasWithState`, one call per driver and batch."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pandas as pd
+from pyspark.sql.streaming.state import GroupState
+from pyspark.sql.types import ArrayType, BinaryType, IntegerType, LongType, StringType, StructField, StructType
+
+from featurestore import open_store
+from schemas.features import BIN_NAMES
+from schemas.messages import dead_letter, decode_trip_event, encode
+from streaming.driver_state import LATE_FIELD, advance
+from streaming.parse import INVALID_KEY, PackedEvent, unpack
+from tripscore.config import Settings
+
+RECORD, INVALID, LATE, DUPLICATE = "record", "invalid", "late", "duplicate"
+OUTPUT_SCHEMA = StructType([
+    StructField("kind", StringType(), False),
+    StructField("key", BinaryType()),  # record: the driver id; dead letter: the original Kafka key
+    StructField("payload", BinaryType()),  # record: bins as JSON; dead letter: the DeadLetter
+    StructField("times", ArrayType(LongType(), False)),  # record: event times of the accepted events
+    StructField("n", IntegerType(), False),  # duplicate: how many
+])
+STATE_SCHEMA = StructType([StructField("state", StringType(), False)])
+EVENT_TIME = "event_time"
+"""The watermarked timestamp column (event time, UTC) that replaces `ts_ms` in the stateful input."""
+_COLUMNS = [field.name for field in OUTPUT_SCHEMA.fields]
+
+UpdateFunction = Callable[[tuple[Any, ...], Iterator[pd.DataFrame], GroupState], Iterator[pd.DataFrame]]
+
+
+def _rows(rows: list[tuple]) -> pd.DataFrame:
+    return pd.DataFrame.from_records(rows, columns=_COLUMNS)
+
+
+def _dead_row(kind: str, event: PackedEvent, problems: list[tuple[str, str]], topic: str) -> tuple:
+    letter = dead_letter(event.value, problems, stage="stream", topic=topic, partition=event.partition,
+                         offset=event.offset)
+    return kind, event.key, encode(letter), [], 0
+
+
+def _unpack(frame: pd.DataFrame) -> list[PackedEvent]:
+    ts_ms = frame[EVENT_TIME].astype("datetime64[ms]").astype("int64").tolist()
+    return [unpack(cell, ts) for cell, ts in zip(frame["event"].tolist(), ts_ms, strict=True)]
+
+
+def update_function(settings: Settings, topic: str) -> UpdateFunction:
+    """The `applyInPandasWithState` function: invalid records to dead letters, valid ones into driver state."""
+
+    def update(key: tuple[Any, ...], frames: Iterator[pd.DataFrame], state: GroupState) -> Iterator[pd.DataFrame]:
+        driver_id = key[0]
+        if driver_id == INVALID_KEY:
+            for frame in frames:
+                events = [unpack(cell, None) for cell in frame["event"].tolist()]
+                yield _rows([_dead_row(INVALID, e, decode_trip_event(e.value)[1], topic) for e in events])
+            return
+        events = [event for frame in frames for event in _unpack(frame)]
+        saved = state.get[0] if state.exists else None
+        seed = None if saved is not None else open_store(settings).read([driver_id], BIN_NAMES)[0].bins
+        result = advance(saved, [e.fold for e in events], state.getCurrentWatermarkMs(), seed)
+        state.update((result.state,))
+        rows = [_dead_row(LATE, events[i], [(LATE_FIELD, reason)], topic) for i, reason in result.late]
+        if result.visible is not None:
+            payload = json.dumps(result.visible, separators=(",", ":")).encode()
+            rows.append((RECORD, driver_id.encode(), payload, result.accepted_ms, 0))
+        if result.duplicates:
+            rows.append((DUPLICATE, None, None, [], result.duplicates))
+        if rows:
+            yield _rows(rows)
+
+    return update

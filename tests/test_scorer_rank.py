@@ -1,0 +1,225 @@
+"""The scorer's pure core and its helpers, without Kafka: ranking, fallbacks, deadline, reload, drift."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scorer_helpers import HISTOGRAM, PRIOR, TS_MS, driver_record, expected_risk, make_model, save_model, score_request
+
+from featurestore.base import FeatureRow, OnlineStore, StoreError
+from featurestore.sqlite import SQLiteStore
+from schemas.messages import decode_score_request, encode
+from scorer.drift import DriftMonitor, psi, training_bins
+from scorer.model_watch import ActiveModel
+from scorer.rank import NO_FEATURES, NO_MODEL, STORE_ERROR, STORE_TIMEOUT, Policy, rank_request
+from scorer.reader import READ_BINS, FeatureReader, read_rows
+from scorer.service import Origin, Scorer
+from tripscore.config import Settings
+
+POLICY = Policy(redispatch_penalty_min=5.0, max_feature_age_ms=86_400_000)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SQLiteStore:
+    with SQLiteStore(tmp_path / "features.db") as opened:
+        opened.write([driver_record("a", 0.9), driver_record("b", 0.1), driver_record("c", 0.0),
+                      driver_record("old", 0.0, event_ms=TS_MS - 2 * 86_400_000),
+                      driver_record("part", 0.5, ds_avg_rating=None)])
+        yield opened
+
+
+def ranked(candidates: list[tuple[str, float]], store: OnlineStore, model=None, rows=None):
+    request, problems = decode_score_request(encode(score_request("r1", candidates)))
+    assert not problems
+    rows = rows if rows is not None else store.read([d for d, _ in candidates], READ_BINS)
+    return rank_request(request, rows, model if model is not None else make_model("v1"), POLICY)
+
+
+def test_ranks_by_expected_cost_on_known_features(store):
+    ranking = ranked([("a", 2.0), ("b", 3.0), ("c", 4.0)], store)
+    assert ranking.strategy == "model" and ranking.reason is None
+    assert [c["driver_id"] for c in ranking.ranked] == ["b", "c", "a"]
+    for entry, rate, eta in zip(ranking.ranked, (0.1, 0.0, 0.9), (3.0, 4.0, 2.0), strict=True):
+        assert entry["decline_risk"] == pytest.approx(expected_risk(rate), abs=1e-12)
+        assert entry["expected_cost_min"] == pytest.approx(eta + 5.0 * expected_risk(rate), abs=1e-12)
+        assert entry["feature_status"] == "present"
+    assert [c["rank"] for c in ranking.ranked] == [1, 2, 3]
+
+
+def test_missing_and_stale_candidates_get_the_prior(store):
+    ranking = ranked([("a", 2.0), ("ghost", 1.0), ("old", 1.5)], store)
+    by_id = {c["driver_id"]: c for c in ranking.ranked}
+    assert ranking.strategy == "model"
+    assert by_id["ghost"]["feature_status"] == "missing" and by_id["ghost"]["decline_risk"] == PRIOR
+    assert by_id["old"]["feature_status"] == "stale" and by_id["old"]["decline_risk"] == PRIOR
+    assert by_id["ghost"]["expected_cost_min"] == pytest.approx(1.0 + 5.0 * PRIOR)
+    assert [c["driver_id"] for c in ranking.ranked] == ["ghost", "old", "a"]
+    assert ranking.risks.shape == (1,)
+
+
+def test_partial_record_is_scored_with_imputation(store):
+    by_id = {c["driver_id"]: c for c in ranked([("part", 2.0), ("b", 3.0)], store).ranked}
+    assert by_id["part"]["feature_status"] == "partial"
+    assert by_id["part"]["decline_risk"] == pytest.approx(expected_risk(0.5), abs=1e-12)
+
+
+def test_ties_break_by_eta_then_driver_id(store):
+    ranking = ranked([("z2", 3.0), ("z1", 3.0), ("a", 2.0), ("ghost", 2.0)], store,
+                     model=make_model("v1", decline_weight=0.0))
+    # decline_weight 0 gives every scored candidate sigmoid(-2); the unknown ones get the prior
+    costs = [c["expected_cost_min"] for c in ranking.ranked]
+    assert costs == sorted(costs)
+    assert [c["driver_id"] for c in ranking.ranked] == ["a", "ghost", "z1", "z2"]
+
+
+def test_all_missing_gives_distance_only(store):
+    ranking = ranked([("x", 3.0), ("y", 1.0), ("old", 2.0)], store)
+    assert (ranking.strategy, ranking.reason) == ("distance_only", NO_FEATURES)
+    assert [(c["driver_id"], c["decline_risk"], c["expected_cost_min"]) for c in ranking.ranked] == [
+        ("y", None, 1.0), ("old", None, 2.0), ("x", None, 3.0)]
+    assert [c["feature_status"] for c in ranking.ranked] == ["missing", "stale", "missing"]
+
+
+@pytest.mark.parametrize("reason", [STORE_ERROR, STORE_TIMEOUT])
+def test_store_failure_gives_distance_only(store, reason):
+    ranking = ranked([("a", 2.0), ("b", 1.0)], store, rows=reason)
+    assert (ranking.strategy, ranking.reason) == ("distance_only", reason)
+    assert [c["driver_id"] for c in ranking.ranked] == ["b", "a"]
+
+
+def test_no_model_gives_distance_only(store):
+    request, _ = decode_score_request(encode(score_request("r1", [("a", 2.0), ("b", 1.0)])))
+    ranking = rank_request(request, store.read(["a", "b"], READ_BINS), None, POLICY)
+    assert (ranking.strategy, ranking.reason) == ("distance_only", NO_MODEL)
+    assert [c["feature_status"] for c in ranking.ranked] == ["present", "present"]
+
+
+def test_same_request_and_state_give_the_same_ranking(store):
+    candidates = [(d, 2.0 + i / 3) for i, d in enumerate(["a", "b", "c", "ghost", "old", "part"])]
+    assert ranked(candidates, store).ranked == ranked(candidates, store).ranked
+
+
+class FakeStore(OnlineStore):
+    """A store whose reads raise or stall: the isolated failure modes of the feature read."""
+
+    backend = "fake"
+
+    def __init__(self, sleep_s: float = 0.0, fail: bool = False) -> None:
+        self.sleep_s, self.fail = sleep_s, fail
+
+    def read(self, entity_ids, bins):
+        time.sleep(self.sleep_s)
+        if self.fail:
+            raise StoreError("boom")
+        return [FeatureRow(e, None, tuple(bins), TS_MS) for e in entity_ids]
+
+    def write(self, records):
+        raise NotImplementedError
+
+    def delete(self, entity_ids):
+        raise NotImplementedError
+
+    def health(self):
+        return {"ok": not self.fail, "backend": self.backend}
+
+    def info(self):
+        raise NotImplementedError
+
+    def put_metadata(self, set_name, key, record):
+        raise NotImplementedError
+
+    def get_metadata(self, set_name, key):
+        return None
+
+    def scan_metadata(self, set_name):
+        return []
+
+
+@pytest.mark.parametrize("mode", ["executor", "inline"])
+def test_store_errors_and_deadline_fall_back_within_budget(mode):
+    async def read(store: OnlineStore) -> tuple[object, float]:
+        reader = FeatureReader(store, deadline_ms=20, mode=mode)
+        started = time.perf_counter()
+        result = await reader.read(["a", "b"])
+        reader.close()
+        return result, time.perf_counter() - started
+
+    assert asyncio.run(read(FakeStore(fail=True)))[0] == STORE_ERROR
+    result, elapsed = asyncio.run(read(FakeStore(sleep_s=0.2)))
+    assert result == STORE_TIMEOUT
+    if mode == "executor":  # the loop is not blocked: the answer comes at the deadline, not after the read
+        assert elapsed < 0.1
+    assert isinstance(read_rows(FakeStore(), ["a"], 1.0), list)
+
+
+def settings_for(tmp_path: Path, **overrides) -> Settings:
+    return Settings(home=tmp_path, models_dir=tmp_path / "models", sqlite_path=tmp_path / "features.db",
+                    **overrides)
+
+
+def test_service_answers_slow_store_distance_only_and_malformed_with_error(tmp_path):
+    save_model(tmp_path / "models", make_model("trip_decline_risk_lr_v1"))
+    scorer = Scorer(settings_for(tmp_path), FakeStore(sleep_s=0.2))
+    origin = Origin("score-requests", 0, 7)
+
+    async def run():
+        started = time.perf_counter()
+        [good] = await scorer.handle(encode(score_request("ok-1", [("a", 2.0), ("b", 1.0)])), b"ok-1", origin)
+        elapsed = time.perf_counter() - started
+        bad = await scorer.handle(json.dumps({"request_id": "bad-1", "ts": "yesterday"}).encode(), b"k", origin)
+        garbage = await scorer.handle(b"\xff not json", b"kafka-key", origin)
+        return good, elapsed, bad, garbage
+
+    good, elapsed, bad, garbage = asyncio.run(run())
+    scorer.close()
+    response = json.loads(good.value)
+    assert (response["strategy"], response["reason"]) == ("distance_only", STORE_TIMEOUT)
+    assert response["model_version"] == "trip_decline_risk_lr_v1" and good.key == b"ok-1"
+    assert elapsed < 0.1
+    assert [o.topic for o in bad] == ["risk-scores", "trip-events-dlq"]
+    error = json.loads(bad[0].value)
+    assert (error["request_id"], error["strategy"], bad[0].key) == ("bad-1", "error", b"bad-1")
+    assert "ts" in error["reason"] and "candidates: is required" in error["reason"]
+    letter = json.loads(bad[1].value)
+    assert (letter["stage"], letter["topic"], letter["partition"], letter["offset"]) == ("score", "score-requests",
+                                                                                          0, 7)
+    assert json.loads(garbage[0].value)["request_id"] == "kafka-key" and garbage[1].key == b"kafka-key"
+
+
+def test_active_model_switches_and_keeps_serving_through_a_corrupt_promotion(tmp_path, caplog):
+    models = tmp_path / "models"
+    models.mkdir()
+    active = ActiveModel(models)
+    assert active.model is None and not active.refresh()
+    save_model(models, make_model("trip_decline_risk_lr_v1"))
+    assert active.refresh() and active.version == "trip_decline_risk_lr_v1"
+    save_model(models, make_model("trip_decline_risk_lr_v2"))
+    assert active.refresh() and active.version == "trip_decline_risk_lr_v2"
+    (models / "trip_decline_risk_lr_v3").mkdir()
+    (models / "trip_decline_risk_lr_v3" / "export.json").write_text("{not json")
+    (models / "ACTIVE").write_text("trip_decline_risk_lr_v3\n")
+    assert not active.refresh() and active.version == "trip_decline_risk_lr_v2"
+    assert "trip_decline_risk_lr_v3 cannot be served" in caplog.text
+    caplog.clear()
+    assert not active.refresh() and not caplog.text  # logged once, not every poll
+    (models / "ACTIVE").unlink()
+    assert not active.refresh() and active.version == "trip_decline_risk_lr_v2"
+
+
+def test_psi_of_identical_distributions_is_zero_and_grows_with_shift():
+    monitor = DriftMonitor(HISTOGRAM)
+    edges, counts = training_bins(HISTOGRAM)
+    centres = (edges[:-1] + edges[1:]) / 2
+    monitor.observe(np.repeat(centres, counts.astype(int) * 10))
+    assert monitor.psi() == pytest.approx(0.0, abs=1e-12)
+    monitor.observe(np.full(2000, 0.95))
+    assert monitor.psi() > 0.25
+    assert math.isnan(DriftMonitor({}).psi()) and training_bins({"edges": [0, 1], "counts": [1, 2]}) is None
+    assert math.isnan(psi(np.zeros(3), np.ones(3)))
+    assert monitor.plot_png("v").startswith(b"\x89PNG")

@@ -1,0 +1,215 @@
+"""The scorer end to end: a real broker, a real Faust worker subprocess, a SQLite store file."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+from scorer_helpers import PRIOR, driver_record, expected_risk, make_model, save_model, score_request
+
+from featurestore.base import FeatureRow
+from featurestore.sqlite import SQLiteStore
+from schemas.messages import decode_score_request, encode
+from scorer.harness import Responses, WorkerProcess, free_port
+from scorer.rank import Policy, rank_request
+from scorer.reader import READ_BINS
+from tripscore.topics import admin_client, create_topics
+
+pytestmark = pytest.mark.kafka
+V1, V2, V3 = (f"trip_decline_risk_lr_v{n}" for n in (1, 2, 3))
+
+
+class Deployment:
+    """Unique topics and consumer group, a store file, a models folder, a worker and response listeners."""
+
+    def __init__(self, bootstrap: str, root: Path) -> None:
+        tag = uuid.uuid4().hex[:8]
+        self.bootstrap, self.root = bootstrap, root
+        self.topics = {name: f"{name}-{tag}" for name in ("score-requests", "risk-scores", "score-dlq")}
+        create_topics(bootstrap, self.topics.values(), partitions=4)
+        self.models = root / "models"
+        self.models.mkdir()
+        with SQLiteStore(root / "features.db") as store:
+            store.write([driver_record("a", 0.9), driver_record("b", 0.1), driver_record("c", 0.0)])
+        self.settings = {
+            "kafka_bootstrap": bootstrap, "home": root, "sqlite_path": root / "features.db", "models_dir": self.models,
+            "topic_score_requests": self.topics["score-requests"], "topic_risk_scores": self.topics["risk-scores"],
+            "topic_score_dlq": self.topics["score-dlq"], "scorer_app_id": f"scorer-test-{tag}", "model_poll_s": 0.2,
+            "scorer_instance_id": f"worker-{tag}",
+        }
+        self.web_port = free_port()  # kept across restarts: static membership hands back the old member's metadata
+        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
+        self.responses = Responses(bootstrap, self.topics["risk-scores"])
+        self.dead_letters = Responses(bootstrap, self.topics["score-dlq"])
+        self.worker = self.start_worker()
+
+    def start_worker(self) -> WorkerProcess:
+        worker = WorkerProcess(self.settings, self.root / "worker.log", self.web_port).start()
+        worker.wait_ready()
+        return worker
+
+    def send(self, request: dict | bytes, key: str | None) -> None:
+        value = request if isinstance(request, bytes) else encode(request)
+        self.producer.send(self.topics["score-requests"], key=key.encode() if key else None, value=value)
+
+    def ask(self, request: dict, timeout: float = 30.0) -> dict:
+        self.send(request, request["request_id"])
+        self.producer.flush()
+        answers = self.responses.wait_for([request["request_id"]], timeout)
+        assert request["request_id"] in answers, f"no response to {request['request_id']}"
+        return answers[request["request_id"]][0]
+
+    def serve(self, version: str, **model_args) -> None:
+        """Promote `version` (saved from `make_model`) and wait until responses carry it."""
+        save_model(self.models, make_model(version, **model_args))
+        deadline = time.monotonic() + 20
+        while self.ask(score_request(f"probe-{uuid.uuid4().hex[:8]}", [("a", 1.0)]))["model_version"] != version:
+            assert time.monotonic() < deadline, f"worker never switched to {version}"
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.worker.stop()
+        self.producer.close()
+        self.responses.close()
+        self.dead_letters.close()
+        with admin_client(self.bootstrap) as admin:
+            admin.delete_topics(list(self.topics.values()), raise_errors=False)
+
+
+@pytest.fixture(scope="module")
+def deployment(kafka_bootstrap, tmp_path_factory):
+    deployed = Deployment(kafka_bootstrap, tmp_path_factory.mktemp("scorer"))
+    yield deployed
+    deployed.close()
+
+
+def test_no_model_then_hot_reload_switches_model_version(deployment):
+    """Runs first: the worker starts with an empty models folder."""
+    response = deployment.ask(score_request("no-model", [("a", 2.0), ("b", 1.0)]))
+    assert (response["strategy"], response["reason"], response["model_version"]) == ("distance_only", "no_model",
+                                                                                     None)
+    assert [c["driver_id"] for c in response["ranked"]] == ["b", "a"]
+    deployment.serve(V1)
+
+    sent_at: dict[str, float] = {}
+    promoted_at: list[float] = []
+
+    def stream() -> None:
+        for i in range(150):
+            request = score_request(f"reload-{i}", [("a", 2.0), ("b", 3.0)])
+            sent_at[request["request_id"]] = time.monotonic()
+            deployment.send(request, request["request_id"])
+            if i == 50:
+                deployment.producer.flush()
+                assert len(deployment.responses.wait_for(list(sent_at))) == 51
+                save_model(deployment.models, make_model(V2, decline_weight=1.0))
+                promoted_at.append(time.monotonic())
+            time.sleep(0.01)
+        deployment.producer.flush()
+
+    sender = threading.Thread(target=stream)
+    sender.start()
+    sender.join()
+    answers = deployment.responses.wait_for(sent_at)
+    assert len(answers) == len(sent_at)
+    versions = {rid: replies[0]["model_version"] for rid, replies in answers.items()}
+    assert set(versions.values()) == {V1, V2}
+    assert all(versions[f"reload-{i}"] == V1 for i in range(51)), versions
+    assert all(versions[rid] == V2 for rid, at in sent_at.items() if at > promoted_at[0] + 1.0)
+    v2 = answers["reload-149"][0]["ranked"]
+    assert {c["driver_id"]: c["decline_risk"] for c in v2}["a"] == pytest.approx(expected_risk(0.9, 1.0))
+
+    (deployment.models / V3).mkdir()
+    (deployment.models / V3 / "export.json").write_text('{"version": "broken"')
+    (deployment.models / "ACTIVE").write_text(V3 + "\n")
+    time.sleep(1.0)
+    assert deployment.ask(score_request("after-corrupt", [("a", 1.0)]))["model_version"] == V2
+    assert "trip_decline_risk_lr_v3 cannot be served" in (deployment.root / "worker.log").read_text()
+
+
+def test_ranking_through_kafka_on_known_features(deployment):
+    deployment.serve(V1)
+    request = score_request("rank-1", [("a", 2.0), ("b", 3.0), ("c", 4.0), ("ghost", 1.0)])
+    response = deployment.ask(request)
+    assert (response["strategy"], response["reason"], response["model_version"]) == ("model", None, V1)
+    assert [c["driver_id"] for c in response["ranked"]] == ["ghost", "b", "c", "a"]
+    by_id = {c["driver_id"]: c for c in response["ranked"]}
+    assert (by_id["ghost"]["decline_risk"], by_id["ghost"]["feature_status"]) == (PRIOR, "missing")
+    assert by_id["b"]["decline_risk"] == pytest.approx(expected_risk(0.1), abs=1e-12)
+    assert by_id["b"]["feature_status"] == "present"
+    assert set(response["timings_ms"]) == {"features", "model", "total"}
+
+    # the worker's answer is the pure core's answer on the same state
+    decoded, _ = decode_score_request(encode(request))
+    with SQLiteStore(deployment.root / "features.db") as store:
+        rows: list[FeatureRow] = store.read(["a", "b", "c", "ghost"], READ_BINS)
+    assert rank_request(decoded, rows, make_model(V1), Policy()).ranked == response["ranked"]
+
+    unknown = deployment.ask(score_request("rank-2", [("x1", 3.0), ("x2", 1.0)]))
+    assert (unknown["strategy"], unknown["reason"]) == ("distance_only", "no_features")
+    assert [(c["driver_id"], c["decline_risk"], c["feature_status"]) for c in unknown["ranked"]] == [
+        ("x2", None, "missing"), ("x1", None, "missing")]
+
+
+def test_malformed_requests_get_error_responses_and_dead_letters(deployment):
+    bad = {
+        "bad-json": b"{not json",
+        "bad-fields": encode({"request_id": "bad-fields", "ts": "noon", "candidates": []}),
+        "bad-dup": encode(score_request("bad-dup", [("a", 1.0), ("a", 2.0)])),
+    }
+    for key, value in bad.items():
+        deployment.send(value, key)
+    good = deployment.ask(score_request("after-bad", [("a", 1.0)]))
+    assert good["strategy"] in ("model", "distance_only")
+    errors = deployment.responses.wait_for(bad)
+    assert {k: v[0]["strategy"] for k, v in errors.items()} == dict.fromkeys(bad, "error")
+    assert "not valid JSON" in errors["bad-json"][0]["reason"]
+    assert "ts:" in errors["bad-fields"][0]["reason"] and "candidates:" in errors["bad-fields"][0]["reason"]
+    assert "duplicate candidate" in errors["bad-dup"][0]["reason"]
+    letters = deployment.dead_letters.wait_for(bad)
+    assert set(letters) == set(bad)
+    for letter in (v[0] for v in letters.values()):
+        assert letter["stage"] == "score" and letter["topic"] == deployment.topics["score-requests"]
+        assert isinstance(letter["offset"], int) and letter["error"]
+
+
+def test_metrics_and_health(deployment):
+    deployment.serve(V1)
+    deployment.ask(score_request("metrics-1", [("a", 2.0), ("ghost", 1.0)]))
+    health = deployment.worker.health()
+    assert health["status"] == "ok" and health["model_version"] == V1 and health["store"]["ok"]
+    text = deployment.worker.metrics()
+    for needle in ("tripscore_scorer_feature_read_seconds_bucket", "tripscore_scorer_model_seconds_count",
+                   "tripscore_scorer_processing_seconds_count", 'tripscore_scorer_fallbacks_total{reason="no_model"}',
+                   'tripscore_scorer_candidates_total{status="missing"}', "tripscore_scorer_feature_age_seconds_count",
+                   "tripscore_scorer_decline_risk_bucket", "tripscore_scorer_prediction_psi",
+                   f'tripscore_scorer_model_info{{version="{V1}"}} 1.0'):
+        assert needle in text, needle
+    assert 'tripscore_scorer_fallbacks_total{reason="no_model"} 0.0' not in text
+
+
+def test_sigkill_under_load_loses_no_request(kafka_bootstrap, tmp_path):
+    deployment = Deployment(kafka_bootstrap, tmp_path)
+    try:
+        deployment.serve(V1)
+        ids = [f"load-{i}" for i in range(600)]
+        for i, rid in enumerate(ids):
+            deployment.send(score_request(rid, [("a", 2.0), ("b", 3.0), ("c", 1.0), (f"u{i}", 2.5)]), rid)
+            if i == 200:
+                deployment.producer.flush()
+                deployment.worker.kill()
+            if i == 400:
+                deployment.worker = deployment.start_worker()
+            time.sleep(0.005)
+        deployment.producer.flush()
+        answers = deployment.responses.wait_for(ids, timeout=60)
+        assert sorted(set(ids) - answers.keys()) == []
+        # a redelivered request is ranked the same way again (a deadline fallback is a different store answer)
+        scored = [[r["ranked"] for r in replies if r["strategy"] == "model"] for replies in answers.values()]
+        assert all(ranked == group[0] for group in scored for ranked in group[1:])
+    finally:
+        deployment.close()

@@ -1,0 +1,235 @@
+"""The streaming job end to end: real broker, real Spark, SQLite store in a temp file."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+
+from batch.generate import generate_city
+from features.fold import fold
+from featurestore import open_store
+from schemas.features import BIN_NAMES
+from schemas.messages import encode
+from streaming.job import StreamOptions, run
+from tripscore.config import Settings, load_settings
+
+pytestmark = [pytest.mark.kafka, pytest.mark.spark]
+
+
+def ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
+
+
+def event(event_id: str, event_type: str, ts: str | int, driver: str, trip: str | None = None, **extra) -> dict:
+    message = {"event_id": event_id, "event_type": event_type, "ts": ts, "driver_id": driver, **extra}
+    if trip is not None:
+        message["trip_id"] = trip
+    if event_type == "trip_offered":
+        message.update(pickup_eta_min=4.0, surge_multiplier=1.2, est_duration_min=15.0, rider_rating=4.8)
+    return message
+
+
+@pytest.fixture
+def settings(kafka_bootstrap: str, new_topic, tmp_path: Path) -> Settings:
+    """A one-partition source topic, its own DLQ topic and a fresh SQLite store."""
+    return load_settings(kafka_bootstrap=kafka_bootstrap, sqlite_path=tmp_path / "features.db",
+                         topic_trip_events=new_topic(partitions=1), topic_trip_events_dlq=new_topic(partitions=1))
+
+
+def produce(settings: Settings, messages: list[dict | tuple[bytes, bytes]]) -> None:
+    """Send dicts (keyed by driver) or raw (key, value) pairs, in order."""
+    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    for message in messages:
+        key, value = message if isinstance(message, tuple) else (message["driver_id"].encode(), encode(message))
+        producer.send(settings.topic_trip_events, key=key, value=value)
+    producer.flush()
+    producer.close()
+
+
+def stream(spark, settings: Settings, tmp_path: Path, max_offsets: int):
+    options = StreamOptions.from_settings(settings, checkpoint=tmp_path / "checkpoint", available_now=True,
+                                          metrics_port=0, max_offsets_per_trigger=max_offsets)
+    return run(spark, settings, options)
+
+
+def records(settings: Settings, ids: list[str]) -> dict[str, dict | None]:
+    rows = open_store(settings).read(ids, BIN_NAMES)
+    return {row.entity_id: row.bins and {k: v for k, v in row.bins.items() if k != "_updated_ms"} for row in rows}
+
+
+def dead_letters(settings: Settings, expected: int, timeout_s: float = 30.0) -> list[tuple[bytes, dict]]:
+    consumer = KafkaConsumer(settings.topic_trip_events_dlq, bootstrap_servers=settings.kafka_bootstrap,
+                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
+    letters, deadline = [], time.monotonic() + timeout_s
+    while len(letters) < expected and time.monotonic() < deadline:
+        letters += [(m.key, json.loads(m.value)) for m in consumer]
+    consumer.close()
+    return letters
+
+
+def test_scripted_sequence_yields_the_hand_computed_features(spark, settings, tmp_path):
+    a, b = "drv-a", "drv-b"
+    script = [
+        event("a01", "shift_started", "2024-06-03T22:00:00Z", a),
+        event("a02", "trip_offered", "2024-06-03T22:05:00Z", a, "t1"),
+        event("a03", "offer_accepted", ms("2024-06-03T22:06:00+00:00"), a, "t1"),  # epoch-ms form
+        event("a04", "trip_completed", "2024-06-03T22:30:00Z", a, "t1"),
+        event("a05", "trip_rated", "2024-06-03T22:32:00Z", a, "t1", rating=5),
+        event("a06", "trip_offered", "2024-06-03T22:40:00Z", a, "t2"),
+        event("a07", "offer_declined", "2024-06-03T22:41:00Z", a, "t2"),
+        event("a08", "trip_offered", "2024-06-03T22:50:00Z", a, "t3"),  # never answered
+        event("a09", "trip_offered", "2024-06-03T23:30:00Z", a, "t4"),  # 40 min gap: streak resets
+        event("a10", "offer_accepted", "2024-06-03T23:31:00Z", a, "t4"),
+        event("a11", "trip_completed", "2024-06-03T23:58:00Z", a, "t4"),
+        event("b01", "shift_started", "2024-06-04T10:00:00+02:00", b),  # 08:00 UTC, still open at the end
+        event("a12", "trip_rated", "2024-06-04T02:10:00+02:00", a, "t4", rating=4),  # 00:10 UTC: new UTC day
+        event("a13", "trip_offered", "2024-06-04T00:15:00Z", a, "t5"),
+        event("a14", "offer_accepted", "2024-06-04T00:16:00Z", a, "t5"),
+        event("a15", "trip_completed", "2024-06-04T00:40:00Z", a, "t5"),
+        event("a16", "trip_offered", "2024-06-04T00:41:00Z", a, "t6"),
+        event("a17", "offer_declined", "2024-06-04T00:42:00Z", a, "t6"),
+        event("a18", "shift_ended", "2024-06-04T00:50:00Z", a),
+        event("b02", "trip_offered", "2024-06-04T08:10:00Z", b, "u1"),  # no response, no rating
+    ]
+    produce(settings, script)
+    stream(spark, settings, tmp_path, max_offsets=7)
+    got = records(settings, [a, b])
+    assert got[a] == {
+        "ds_total_trips": 3,
+        "ds_n_accept": 3,
+        "ds_n_decline": 2,
+        "ds_decl_rate": 2 / 5,
+        "ds_n_rated": 2,
+        "ds_rating_sum": 9.0,
+        "ds_avg_rating": 4.5,
+        "da_day": 19878,  # 2024-06-04; 23:58's trip counted on 06-03
+        "da_trips_day": 1,
+        "da_shift_start": 0,  # shift ended
+        "da_consec_trips": 2,  # t5 plus t4 (23:30's gap reset the streak before t4)
+        "da_resp_1h": [ms("2024-06-04T00:16:00Z"), 1, ms("2024-06-04T00:42:00Z"), 0],  # 23:31 fell out
+        "da_accept_1h": 0.5,
+        "_event_ms": ms("2024-06-04T00:50:00Z"),
+        "_n_events": 18,
+    }
+    assert got[b] == {
+        "ds_total_trips": 0,
+        "ds_n_accept": 0,
+        "ds_n_decline": 0,
+        "ds_n_rated": 0,
+        "ds_rating_sum": 0.0,
+        "da_day": 19878,
+        "da_trips_day": 0,
+        "da_shift_start": ms("2024-06-04T08:00:00Z"),
+        "da_consec_trips": 0,
+        "da_resp_1h": [],
+        "_event_ms": ms("2024-06-04T08:10:00Z"),
+        "_n_events": 2,
+    }
+
+
+def test_malformed_and_late_events_go_to_the_dlq_and_valid_ones_land(spark, settings, tmp_path):
+    c = "drv-c"
+    missing_id = encode({"event_type": "shift_started", "ts": "2024-06-03T08:05:00Z", "driver_id": c})
+    bad_type = encode(event("c-bad", "trip_offered", "2024-06-03T08:06:00Z", c, "t9") | {"surge_multiplier": "x"})
+    late = event("c-late", "offer_declined", "2024-06-03T08:01:30Z", c, "t1")
+    produce(settings, [
+        # batch 0: the watermark ends at 08:20 - 10 s, so the state is committed up to 08:02
+        event("c1", "shift_started", "2024-06-03T08:00:00Z", c),
+        event("c2", "trip_offered", "2024-06-03T08:01:00Z", c, "t1"),
+        event("c3", "offer_accepted", "2024-06-03T08:02:00Z", c, "t1"),
+        event("c4", "trip_completed", "2024-06-03T08:20:00Z", c, "t1"),
+        # batch 1: three malformed records and one late event
+        (c.encode(), b"{not json"),
+        (c.encode(), missing_id),
+        (b"k-bad", bad_type),
+        late,
+        # batch 2: a valid event after them still lands
+        event("c5", "trip_rated", "2024-06-03T08:22:00Z", c, "t1", rating=5),
+    ])
+    metrics = stream(spark, settings, tmp_path, max_offsets=4)
+    record = records(settings, [c])[c]
+    assert (record["_n_events"], record["ds_total_trips"], record["ds_avg_rating"]) == (5, 1, 5.0)
+    assert "ds_decl_rate" in record and record["ds_decl_rate"] == 0.0  # the late decline changed nothing
+    letters = sorted(dead_letters(settings, 4), key=lambda kv: kv[1]["offset"])
+    assert [letter["offset"] for _, letter in letters] == [4, 5, 6, 7]
+    assert [key for key, _ in letters] == [c.encode(), c.encode(), b"k-bad", c.encode()]
+    errors = [letter["error"] for _, letter in letters]
+    assert errors[0].startswith("<message>: not valid JSON")
+    assert errors[1] == "event_id: is required"
+    assert errors[2].startswith("surge_multiplier: expected a number")
+    assert errors[3].startswith("ts: late event, older than the watermark (event time 2024-06-03T08:01:30.000Z")
+    for (_, letter), raw in zip(letters, [b"{not json", missing_id, bad_type, encode(late)], strict=True):
+        assert base64.b64decode(letter["original_b64"]) == raw
+        assert (letter["stage"], letter["topic"], letter["partition"]) == ("stream", settings.topic_trip_events, 0)
+    sample = metrics.registry.get_sample_value
+    assert sample("tripscore_stream_events_total", {"outcome": "invalid"}) == 3
+    assert sample("tripscore_stream_events_total", {"outcome": "late"}) == 1
+    assert sample("tripscore_stream_events_total", {"outcome": "in"}) == 9
+
+
+def test_out_of_order_within_the_watermark_equals_in_order(spark, settings, tmp_path):
+    kinds = ["trip_offered", "offer_accepted", "trip_completed", "trip_rated", "trip_offered", "offer_declined"]
+    start = ms("2024-06-03T12:00:00Z")
+    timeline = [(start + i * 500, f"e{i:03d}", kinds[i % len(kinds)]) for i in range(90)]  # 45 s, 0.5 s apart
+
+    def events_for(driver: str, order: list) -> list[dict]:
+        return [event(eid, kind, ts, driver, f"t{i // 6}", **({"rating": 4} if kind == "trip_rated" else {}))
+                for i, (ts, eid, kind) in enumerate(order)]
+
+    shuffled = [e for b in range(0, 90, 6) for e in reversed(timeline[b : b + 6])]  # up to 2.5 s behind
+    ordered_msgs, shuffled_msgs = events_for("in-order", timeline), events_for("shuffled", shuffled)
+    produce(settings, [m for b in range(0, 90, 6) for m in ordered_msgs[b : b + 6] + shuffled_msgs[b : b + 6]])
+    metrics = stream(spark, settings, tmp_path, max_offsets=16)
+    got = records(settings, ["in-order", "shuffled"])
+    assert got["shuffled"] == got["in-order"]
+    assert got["in-order"]["_n_events"] == 90
+    assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "late"}) == 0
+
+
+def _batch_ids(folder: Path) -> list[int]:
+    return sorted(int(p.name) for p in folder.glob("[0-9]*")) if folder.is_dir() else []
+
+
+def test_kill_9_and_restart_equals_a_batch_recomputation(kafka_bootstrap, new_topic, tmp_path):
+    settings = load_settings(kafka_bootstrap=kafka_bootstrap, sqlite_path=tmp_path / "features.db",
+                             topic_trip_events=new_topic(partitions=2), topic_trip_events_dlq=new_topic(partitions=1))
+    messages = list(generate_city(seed=5, drivers=40, days=2).messages())
+    produce(settings, messages)
+    env = {**os.environ, "TRIPSCORE_KAFKA_BOOTSTRAP": kafka_bootstrap, "TRIPSCORE_HOME": str(tmp_path / "home"),
+           "TRIPSCORE_SQLITE_PATH": str(settings.sqlite_file),
+           "TRIPSCORE_TOPIC_TRIP_EVENTS": settings.topic_trip_events,
+           "TRIPSCORE_TOPIC_TRIP_EVENTS_DLQ": settings.topic_trip_events_dlq}
+    checkpoint = tmp_path / "checkpoint"
+    command = [sys.executable, "-m", "tripscore.cli", "stream", "--checkpoint", str(checkpoint), "--metrics-port", "0",
+               "--max-offsets-per-trigger", "400", "--trigger-ms", "100"]
+    with (tmp_path / "first.log").open("wb") as log:
+        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 600
+        while True:  # kill while a batch is in flight (planned, not committed) after two committed ones
+            commits, offsets = _batch_ids(checkpoint / "commits"), _batch_ids(checkpoint / "offsets")
+            if len(commits) >= 2 and offsets[-1] > commits[-1]:
+                break
+            assert proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "the stream committed no batch in time"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    killed_at = len(_batch_ids(checkpoint / "commits"))
+    assert killed_at * 400 < len(messages)
+    finish = subprocess.run([*command, "--available-now"], env=env, capture_output=True, text=True, timeout=900)
+    assert finish.returncode == 0, finish.stdout[-3000:] + finish.stderr[-3000:]
+    by_driver: dict[str, list] = {}
+    for m in messages:
+        by_driver.setdefault(m["driver_id"], []).append((m["ts"], m["event_id"], m["event_type"], m.get("rating")))
+    got = records(settings, sorted(by_driver))
+    assert got == {driver: fold(events).to_bins() for driver, events in by_driver.items()}

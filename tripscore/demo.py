@@ -1,0 +1,304 @@
+"""`tripscore demo`: the whole pipeline on the embedded defaults, a summary, and every started process stopped."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from batch.consistency import check_consistency, sample_driver_ids
+from batch.eventlog import read_events, to_messages
+from batch.replay import replay
+from featurestore import close_stores, open_store
+from modelregistry.registry import active_version, load_export
+from scorer.harness import Responses
+from tripscore import kafka_local
+from tripscore.config import Settings, load_settings
+from tripscore.processes import ServiceProcess, free_port, http_get, settings_env
+from tripscore.topics import broker_ready, create_topics, delete_topics
+
+TOPIC_SETTINGS = ("topic_trip_events", "topic_trip_events_dlq", "topic_score_requests", "topic_risk_scores")
+
+
+def demo_topics(settings: Settings, run_id: str) -> dict[str, str]:
+    """Topic settings of one demo run: the SPEC names under a run prefix, so runs never see each other's data."""
+    return {name: f"demo-{run_id}.{getattr(settings, name)}" for name in TOPIC_SETTINGS}
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """How big the simulated city is and how fast the live part is replayed."""
+
+    drivers: int
+    days: int
+    event_rate: float
+    requests: int
+    request_rate: float
+    bad_events: int = 3
+
+
+FULL = DemoPlan(drivers=1000, days=8, event_rate=2500, requests=1200, request_rate=20)
+QUICK = DemoPlan(drivers=150, days=4, event_rate=2000, requests=150, request_rate=25)
+
+
+class Demo:
+    """Runs the demo steps in order; `close()` stops whatever it started, also after Ctrl-C."""
+
+    def __init__(self, plan: DemoPlan, home: Path, settings: Settings) -> None:
+        self.plan = plan
+        self.home = home
+        self.settings = settings
+        self.children: list[ServiceProcess] = []
+        self.started_broker = False
+        self.topics = demo_topics(settings, time.strftime("%Y%m%d-%H%M%S"))
+        self.overrides: dict[str, Any] = {
+            "home": home,
+            "models_dir": home / "models",
+            "datasets_dir": home / "datasets",
+            "store": "sqlite",
+            "sqlite_path": home / "features.db",
+            **self.topics,
+            "topic_score_dlq": self.topics["topic_trip_events_dlq"],
+        }
+        self.demo_settings = settings.with_overrides(**self.overrides)
+
+    def step(self, title: str, *command: str) -> None:
+        """Run one tripscore command to completion with the demo's settings; its output shows as it goes."""
+        print(f"\n== {title}: tripscore {' '.join(command)}", flush=True)
+        done = subprocess.run([sys.executable, "-m", "tripscore.cli", *command], env=settings_env(self.overrides),
+                              stdin=subprocess.DEVNULL, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"tripscore {' '.join(command)} failed with exit code {done.returncode}")
+
+    def prepare(self) -> None:
+        """A clean demo folder, the broker up and fresh demo topics."""
+        shutil.rmtree(self.home, ignore_errors=True)
+        self.home.mkdir(parents=True)
+        if not broker_ready(self.settings.kafka_bootstrap):
+            print(f"== starting the local Kafka broker on {self.settings.kafka_bootstrap}", flush=True)
+            kafka_local.up(self.settings)
+            self.started_broker = True
+        create_topics(self.settings.kafka_bootstrap, self.topics.values(), self.settings.kafka_partitions)
+
+    def batch(self) -> None:
+        """History into the store and a promoted model."""
+        plan = self.plan
+        self.step("generate the city", "generate", "--drivers", str(plan.drivers), "--days", str(plan.days),
+                  "--live-days", "1", "--out", str(self.home / "events"), "--live-out", str(self.home / "live"),
+                  "--requests", str(plan.requests), "--requests-out", str(self.home / "requests.jsonl"))
+        self.step("backfill history", "backfill", "--events", str(self.home / "events"))
+        self.step("materialize, train and promote (the cron job)", "retrain", "--events", str(self.home / "events"))
+
+    def start_services(self) -> int:
+        """Start the streaming job and the scorer and wait until both are ready; returns the scorer's web port."""
+        stream_port, score_port = free_port(), free_port()
+        stream = ServiceProcess(["stream", "--starting-offsets", "earliest", "--trigger-ms", "500",
+                                 "--metrics-port", str(stream_port)], self.overrides, self.home / "logs/stream.log")
+        score = ServiceProcess(["score", "--web-port", str(score_port)], self.overrides, self.home / "logs/score.log")
+        for name, child in (("streaming job", stream), ("scorer", score)):
+            print(f"== starting the {name} (log {child.log_path})", flush=True)
+            self.children.append(child.start())
+        stream.wait_until(lambda: http_get(f"http://127.0.0.1:{stream_port}/metrics") is not None, "its metrics port")
+        score.wait_until(lambda: score.json_at(f"http://127.0.0.1:{score_port}/health") is not None, "/health")
+        return score_port
+
+    def live(self, score_port: int) -> dict[str, Any]:
+        """Replay the live day and the score requests at once; wait for features and answers."""
+        settings = self.demo_settings
+        live = read_events(self.home / "live")
+        requests = [json.loads(line) for line in (self.home / "requests.jsonl").read_text().splitlines() if line]
+        responses = Responses(settings.kafka_bootstrap, settings.topic_risk_scores)
+        sent_at: dict[str, float] = {}
+        replay_started = time.time()
+        print(f"\n== live: {live.num_rows:,} trip events at {self.plan.event_rate:,.0f}/s and {len(requests)} score "
+              f"requests at {self.plan.request_rate:.0f}/s", flush=True)
+        sender = threading.Thread(target=self._send_requests, args=(requests, sent_at), daemon=True)
+        sender.start()
+        result = replay(to_messages(live), live.num_rows, settings.kafka_bootstrap, settings.topic_trip_events,
+                        self.plan.event_rate, bad=self.plan.bad_events)
+        print(result.line(settings.topic_trip_events), flush=True)
+        sender.join()
+        lags, caught_up_s = self._wait_for_features(live, replay_started)
+        answers = responses.wait_for(list(sent_at), timeout=60)
+        arrived = dict(responses.arrived)
+        responses.close()
+        return {"replay": result, "requests": requests, "sent_at": sent_at, "answers": answers, "arrived": arrived,
+                "lags": lags, "caught_up_s": caught_up_s, "live_events": live.num_rows,
+                "scorer_metrics": http_get(f"http://127.0.0.1:{score_port}/metrics") or ""}
+
+    def _send_requests(self, requests: list[dict[str, Any]], sent_at: dict[str, float]) -> None:
+        from kafka import KafkaProducer
+
+        from schemas.messages import encode
+
+        producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=0, acks="all")
+        started = time.perf_counter()
+        for i, request in enumerate(requests):
+            if (ahead := i / self.plan.request_rate - (time.perf_counter() - started)) > 0:
+                time.sleep(ahead)
+            sent_at[request["request_id"]] = time.perf_counter()
+            producer.send(self.demo_settings.topic_score_requests, key=request["request_id"].encode(),
+                          value=encode(request))
+        producer.flush()
+        producer.close()
+
+    def _wait_for_features(self, live: Any, replay_started: float, timeout: float = 300.0) -> tuple[list[float], float]:
+        """Seconds from each driver's last live event being produced to its record showing it, once all show."""
+        last = live.group_by("driver_id").aggregate([("ts_ms", "max")])
+        drivers = last.column("driver_id").to_pylist()
+        wanted = dict(zip(drivers, last.column("ts_ms_max").to_pylist(), strict=True))
+        order = live.column("ts_ms").to_numpy()
+        rate = self.plan.event_rate
+        produced_ms = {d: 1000 * (replay_started + np.searchsorted(order, ts, side="right") / rate)
+                       for d, ts in wanted.items()}
+        store = open_store(self.demo_settings)
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = store.read(drivers, ["_event_ms", "_updated_ms"])
+            done = [r for r in rows if r.found and r.bins["_event_ms"] >= wanted[r.entity_id]]
+            if len(done) == len(drivers) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        lags = [(r.bins["_updated_ms"] - produced_ms[r.entity_id]) / 1000 for r in done]
+        if len(done) < len(drivers):
+            print(f"!! only {len(done)} of {len(drivers)} drivers show their last live event after {timeout:.0f} s")
+        caught_up = max((r.bins["_updated_ms"] for r in done), default=None)
+        return lags, (caught_up / 1000 - replay_started) if caught_up else None
+
+    def summarize(self, live: dict[str, Any]) -> dict[str, Any]:
+        """The structured summary (also written as `summary.json`)."""
+        answers, sent_at, arrived = live["answers"], live["sent_at"], live["arrived"]
+        latencies = [1000 * (arrived[k] - sent_at[k]) for k in sent_at if k in arrived]
+        firsts = [messages[0] for messages in answers.values()]
+        known = {r.entity_id for r in open_store(self.demo_settings).read(
+            sorted({c["driver_id"] for q in live["requests"] for c in q["candidates"]}), ["_event_ms"]) if r.found}
+        expected_model = {q["request_id"] for q in live["requests"] if any(c["driver_id"] in known
+                                                                             for c in q["candidates"])}
+        model = load_export(self.home / "models", active_version(self.home / "models"))
+        consistency = check_consistency(open_store(self.demo_settings), [self.home / "events", self.home / "live"],
+                                        sample_driver_ids([self.home / "live"], 300, seed=1))
+        lags = live["lags"]
+        return {
+            "live_events": live["live_events"],
+            "planted_bad_events": live["replay"].bad,
+            "events_per_s": live["live_events"] / live["caught_up_s"] if live["caught_up_s"] else None,
+            "replay_rate": self.plan.event_rate,
+            "feature_lag_p50_s": float(np.percentile(lags, 50)) if lags else None,
+            "feature_lag_p99_s": float(np.percentile(lags, 99)) if lags else None,
+            "drivers_caught_up": len(lags),
+            "dead_letters": count_topic(self.settings.kafka_bootstrap, self.demo_settings.topic_trip_events_dlq),
+            "requests_sent": len(sent_at),
+            "requests_answered": len(answers),
+            "duplicate_answers": sum(len(m) - 1 for m in answers.values()),
+            "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
+            "latency_p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
+            "strategies": dict(Counter(m["strategy"] for m in firsts)),
+            "fallback_reasons": dict(Counter(m["reason"] for m in firsts if m["reason"])),
+            "model_expected_but_not_used": sum(1 for m in firsts if m["request_id"] in expected_model
+                                               and m["strategy"] != "model"),
+            "model_version": model.version,
+            "auc": model.metrics.get("auc"),
+            "oracle_auc": model.metrics.get("oracle_auc"),
+            "consistency_drivers": consistency.drivers,
+            "consistency_worst_mismatch_rate": consistency.worst_rate(),
+            "reports": str(self.home / "models" / model.version),
+        }
+
+    def close(self) -> None:
+        """Stop the services, then the broker if the demo started it."""
+        for child in reversed(self.children):
+            child.stop(timeout=30)
+        close_stores()
+        if broker_ready(self.settings.kafka_bootstrap):
+            delete_topics(self.settings.kafka_bootstrap, self.topics.values())
+        if self.started_broker:
+            kafka_local.stop(self.settings)
+
+
+def count_topic(bootstrap: str, topic: str) -> int:
+    """How many messages a topic holds (end minus beginning offsets)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends, begins = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
+        return sum(ends[p] - begins[p] for p in partitions)
+    finally:
+        consumer.close()
+
+
+def run_demo(plan: DemoPlan, home: Path, settings: Settings) -> dict[str, Any]:
+    """Every demo step; whatever happens (Ctrl-C and SIGTERM included), every process it started is stopped."""
+    demo = Demo(plan, home, settings)
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        demo.prepare()
+        demo.batch()
+        score_port = demo.start_services()
+        summary = demo.summarize(demo.live(score_port))
+        summary["pids"] = [child.proc.pid for child in demo.children if child.proc]
+    finally:
+        demo.close()
+        signal.signal(signal.SIGTERM, previous)
+    return summary
+
+
+def summary_table(summary: dict[str, Any]) -> str:
+    """The summary as a readable two-column table."""
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1f} ms"
+
+    def sec(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.2f} s"
+
+    rows = {
+        "live trip events": f"{summary['live_events']:,} (+{summary['planted_bad_events']} planted invalid)",
+        "streaming throughput": f"{summary['events_per_s'] or 0:,.0f} events/s end to end "
+                                f"(replayed at {summary['replay_rate']:,.0f}/s)",
+        "feature lag p50 / p99": f"{sec(summary['feature_lag_p50_s'])} / {sec(summary['feature_lag_p99_s'])} "
+                                 f"over {summary['drivers_caught_up']} drivers",
+        "dead letters": str(summary["dead_letters"]),
+        "requests sent / answered": f"{summary['requests_sent']} / {summary['requests_answered']} "
+                                    f"(duplicates {summary['duplicate_answers']})",
+        "request latency p50 / p99": f"{ms(summary['latency_p50_ms'])} / {ms(summary['latency_p99_ms'])}",
+        "strategies": ", ".join(f"{k}={v}" for k, v in sorted(summary["strategies"].items())),
+        "fallback reasons": ", ".join(f"{k}={v}" for k, v in sorted(summary["fallback_reasons"].items())) or "none",
+        "model": f"{summary['model_version']}: AUC {summary['auc'] or float('nan'):.4f} "
+                 f"vs oracle {summary['oracle_auc'] or float('nan'):.4f}",
+        "online/offline mismatches": f"{summary['consistency_worst_mismatch_rate']:.4f} (worst bin) over "
+                                     f"{summary['consistency_drivers']} drivers",
+        "plots and reports": summary["reports"],
+    }
+    width = max(len(k) for k in rows)
+    return "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows.items())
+
+
+def run(args: argparse.Namespace) -> int:
+    """`tripscore demo`: run, print the summary table, write `summary.json`."""
+    home = Path(args.home)
+    summary = run_demo(QUICK if args.quick else FULL, home, load_settings())
+    print("\n== summary\n" + summary_table(summary))
+    (home / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"\nsummary: {home / 'summary.json'}; logs: {home / 'logs'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `tripscore demo`."""
+    parser = sub.add_parser("demo", help="run the whole pipeline end to end on the embedded defaults")
+    parser.add_argument("--quick", action="store_true", help="a small city, about a minute (for tests)")
+    parser.add_argument("--home", default=".local/demo", help="working folder, wiped first (default .local/demo)")
+    parser.set_defaults(func=run)
+
