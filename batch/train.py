@@ -99,12 +99,13 @@ def check_dataset(datasets_dir: Path, name: str) -> Path:
     return folder
 
 
-def holdout_start(frame: DataFrame, holdout_fraction: float) -> int:
-    """The offer time from which the latest `holdout_fraction` of examples form the holdout."""
+def holdout_start(folder: Path, holdout_fraction: float) -> int:
+    """The offer time from which the latest `holdout_fraction` of a dataset's examples form the holdout (exact,
+    from the time column alone)."""
     if not 0.0 < holdout_fraction < 1.0:
         raise DatasetError(f"holdout fraction {holdout_fraction} must be in (0, 1)")
-    (cutoff,) = frame.approxQuantile(TIME_COLUMN, [1.0 - holdout_fraction], 0.0)
-    return int(cutoff)
+    times = ds.dataset(str(folder), format="parquet").to_table(columns=[TIME_COLUMN]).column(0).to_numpy()
+    return int(np.quantile(times, 1.0 - holdout_fraction, method="higher"))
 
 
 def build_pipeline(config: TrainConfig) -> Pipeline:
@@ -186,7 +187,7 @@ def train(spark: SparkSession, datasets_dir: Path, models_dir: Path, dataset: st
     frame = spark.read.parquet(str(folder.resolve()))
     frame = frame.select(*MODEL_FEATURES, F.col(LABEL).cast("double").alias(LABEL), TIME_COLUMN,
                          *([TRUE_P] if TRUE_P in frame.columns else []))
-    start_ms = holdout_start(frame, config.holdout_fraction)
+    start_ms = holdout_start(folder, config.holdout_fraction)
     train_df = frame.where(F.col(TIME_COLUMN) < start_ms).cache()
     holdout_df = frame.where(F.col(TIME_COLUMN) >= start_ms)
     train_rows, positives = train_df.agg(F.count("*"), F.sum(LABEL)).first()
