@@ -4,95 +4,45 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from tripscore.config import ENV_PREFIX
+from tripscore.processes import ServiceProcess, free_port, http_get
+
+__all__ = ["Responses", "WorkerProcess", "free_port"]
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class WorkerProcess:
+class WorkerProcess(ServiceProcess):
     """`tripscore score` in a subprocess with the given settings (`TRIPSCORE_*`), logging to a file."""
 
     def __init__(self, settings: dict[str, Any], log_path: Path, web_port: int | None = None,
                  loglevel: str = "info") -> None:
         self.web_port = web_port or free_port()
-        self.env = {**os.environ, **{ENV_PREFIX + k.upper(): str(v) for k, v in settings.items()},
-                    f"{ENV_PREFIX}SCORER_WEB_PORT": str(self.web_port)}
-        self.log_path = log_path
-        self.loglevel = loglevel
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> WorkerProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tripscore.cli", "score", "--loglevel", self.loglevel],
-                                         env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        return self
+        super().__init__(["score", "--loglevel", loglevel], {**settings, "scorer_web_port": self.web_port}, log_path)
 
     def health(self) -> dict[str, Any] | None:
-        """The `/health` body, or None while the web server is not up."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/health", timeout=2) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as exc:  # 503 = degraded, still an answer
-            return json.loads(exc.read())
-        except OSError:
-            return None
+        """The `/health` body (503 = degraded is still an answer), or None while the web server is not up."""
+        return self.json_at(f"http://127.0.0.1:{self.web_port}/health")
 
     def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) as answer:
-            return answer.read().decode()
+        """The Prometheus text of `/metrics`."""
+        return http_get(f"http://127.0.0.1:{self.web_port}/metrics", timeout=5) or ""
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
         """Block until `/health` answers; RuntimeError (with the log tail) if the worker dies or is too slow."""
-        deadline = time.monotonic() + timeout
-        while (body := self.health()) is None:
-            if self.proc is None or self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = self.log_path.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"scorer worker not ready (exit {self.proc and self.proc.poll()}):\n{tail}")
-            time.sleep(0.2)
-        return body
+        self.wait_until(lambda: self.health() is not None, "/health", timeout)
+        return self.health() or {}
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the worker process has used so far."""
         assert self.proc is not None
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def kill(self) -> None:
-        """SIGKILL, as a crash."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """SIGTERM and wait; SIGKILL after `timeout`."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.proc.returncode
 
 
 class Responses:

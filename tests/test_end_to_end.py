@@ -13,13 +13,17 @@ import pytest
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
 
-def _group_alive(pgid: int) -> bool:
-    """Whether any process of a process group (a service and its JVM, Python workers) still runs."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+def _running_in_group(pgid: int) -> list[int]:
+    """Processes of a process group (a service, its JVM and Python workers) that still run; zombies excluded."""
+    running = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            running.append(int(stat.parent.name))
+    return running
 
 
 def test_quick_demo_keeps_every_invariant(kafka_bootstrap: str, tmp_path: Path) -> None:
@@ -43,4 +47,5 @@ def test_quick_demo_keeps_every_invariant(kafka_bootstrap: str, tmp_path: Path) 
     assert summary["consistency_worst_mismatch_rate"] == 0.0, "online features equal the offline recomputation"
     assert summary["drivers_caught_up"] > 0 and summary["feature_lag_p99_s"] is not None
     assert Path(summary["reports"], "report.json").exists()
-    assert summary["pids"] and not [pid for pid in summary["pids"] if _group_alive(pid)], "started processes are gone"
+    assert summary["pids"]
+    assert not [pid for pgid in summary["pids"] for pid in _running_in_group(pgid)], "started processes are gone"
