@@ -68,5 +68,4 @@ def to_messages(table: pa.Table) -> Iterator[dict[str, Any]]:
     names = [f.out_name for f in TRIP_EVENT if f.out_name in table.column_names]
     for batch in table.select(names).to_batches():
         for row in batch.to_pylist():
-            message = {("ts" if k == "ts_ms" else k): v for k, v in row.items() if v is not None}
-            yield message
+            yield {("ts" if k == "ts_ms" else k): v for k, v in row.items() if v is not None}

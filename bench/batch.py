@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import sys
 import time
@@ -24,35 +23,6 @@ TRAIN_TARGET_S = 120.0  # for 1 M examples
 AUC_TARGET_RATIO = 0.97
 DATASET = "bench-trip-decline-risk"
 WARMUP_EVENTS = 200_000
-
-
-def cpu_seconds(root_pid: int | None = None) -> float:
-    """CPU time used so far by this process, its reaped children and (on Linux) the process tree of `root_pid`
-    (the Spark JVM with its Python workers): a load-independent measure next to wall-clock time."""
-    own = resource.getrusage(resource.RUSAGE_SELF)
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    total = own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
-    proc = Path("/proc")
-    if root_pid is None or not proc.is_dir():
-        return total
-    stats: dict[int, list[str]] = {}
-    for entry in proc.iterdir():
-        if entry.name.isdigit():
-            try:
-                stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-    children: dict[int, list[int]] = {}
-    for pid, fields in stats.items():
-        children.setdefault(int(fields[1]), []).append(pid)
-    ticks = os.sysconf("SC_CLK_TCK")
-    stack = [root_pid]
-    while stack:
-        pid = stack.pop()
-        stack.extend(children.get(pid, []))
-        if pid in stats:
-            total += sum(int(x) for x in stats[pid][11:15]) / ticks  # utime, stime, cutime, cstime
-    return total
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,10 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings(home=args.workdir, sqlite_path=args.workdir / "features.db",
                              models_dir=args.workdir / "models", datasets_dir=args.workdir / "datasets")
     config = CityConfig(seed=args.seed, drivers=drivers_for_events(args.events, args.days), days=args.days)
-    started, cpu = time.perf_counter(), cpu_seconds()
+    started = time.perf_counter()
     city = simulate(config, progress=True)
     generate_s = time.perf_counter() - started
-    cpu_s = {"generate": cpu_seconds() - cpu}
     events = args.workdir / "events"
     write_events(city.events, events)
     print(f"generated {city.events.num_rows:,} events of {config.drivers:,} drivers in {generate_s:.1f} s")
@@ -96,18 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         materialize(spark, open_store(warm_settings), warm / "events", warm / "datasets", "warmup", progress=False)
         train(spark, warm / "datasets", warm / "models", "warmup", progress=False)
         print(f"warm-up jobs (backfill, materialize, train) on {WARMUP_EVENTS:,} events done")
-    jvm = spark.sparkContext._gateway.proc.pid
-    cpu = cpu_seconds(jvm)
     filled = backfill(spark, settings, events)
-    cpu_s["backfill"] = cpu_seconds(jvm) - cpu
     print(filled.line())
-    cpu = cpu_seconds(jvm)
     made = materialize(spark, open_store(settings), events, settings.datasets_dir, DATASET)
-    cpu_s["materialize"] = cpu_seconds(jvm) - cpu
     print(made.line())
-    cpu = cpu_seconds(jvm)
     trained = train(spark, settings.datasets_dir, settings.models_dir, DATASET)
-    cpu_s["train"] = cpu_seconds(jvm) - cpu  # the whole command: split, fit, holdout scoring, saving
     print(trained.line())
     spark.stop()
 
@@ -129,10 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(f"\nload average {load} on {os.cpu_count()} cores; {'cold' if args.no_warmup else 'after warm-up'}")
-    print(f"{'stage':20} {'measured':48} {'target':24} ok   cpu-s")
+    print(f"{'stage':20} {'measured':48} {'target':24} ok")
     for stage, measured, target, ok in rows:
-        cpu_text = f"{cpu_s[stage.split()[0]]:.1f}" if stage.split()[0] in cpu_s else ""
-        print(f"{stage:20} {measured:48} {target:24} {'yes' if ok else 'NO ':4} {cpu_text}")
+        print(f"{stage:20} {measured:48} {target:24} {'yes' if ok else 'NO'}")
     print(json.dumps({
         "bench": "batch",
         "events": city.events.num_rows,

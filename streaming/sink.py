@@ -55,23 +55,24 @@ class Sink:
         letters = [(keys[i], payloads[i]) for i, kind in enumerate(kinds) if kind in (INVALID, LATE)]
         if letters:
             self.dead_letter(letters)
-        rows = [i for i, kind in enumerate(kinds) if kind == RECORD]
-        records = [(keys[i].decode(), json.loads(payloads[i])) for i in rows]
+        records, times = [], []
+        for key, payload in ((keys[i], payloads[i]) for i, kind in enumerate(kinds) if kind == RECORD):
+            bins, accepted_ms = json.loads(payload)
+            records.append((key.decode(), bins))
+            times += accepted_ms
         store = open_store(self.settings)
         written = 0
         for start in range(0, len(records), self.write_batch):
             written += store.write(records[start : start + self.write_batch]).written
         written_ms = time.time_ns() // 1_000_000
-        times = table.column("times").to_pylist()
-        counts = table.column("n").to_pylist()
         self.on_batch(SinkStats(
             batch_id=batch_id,
             records=len(records),
             written=written,
             invalid=kinds.count(INVALID),
             late=kinds.count(LATE),
-            duplicates=sum(counts[i] for i, kind in enumerate(kinds) if kind == DUPLICATE),
-            lag_s=lag_quantiles([written_ms - t for i in rows for t in times[i]]),
+            duplicates=sum(int(payloads[i]) for i, kind in enumerate(kinds) if kind == DUPLICATE),
+            lag_s=lag_quantiles([written_ms - t for t in times]),
             write_s=time.monotonic() - started,
         ))
 

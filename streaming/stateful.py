@@ -8,7 +8,7 @@ from typing import Any
 
 import pandas as pd
 from pyspark.sql.streaming.state import GroupState
-from pyspark.sql.types import ArrayType, BinaryType, IntegerType, LongType, StringType, StructField, StructType
+from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 from featurestore import open_store
 from schemas.features import BIN_NAMES
@@ -18,12 +18,10 @@ from streaming.parse import INVALID_KEY, PackedEvent, unpack
 from tripscore.config import Settings
 
 RECORD, INVALID, LATE, DUPLICATE = "record", "invalid", "late", "duplicate"
-OUTPUT_SCHEMA = StructType([
+OUTPUT_SCHEMA = StructType([  # few columns: each costs a pandas conversion per driver and batch
     StructField("kind", StringType(), False),
     StructField("key", BinaryType()),  # record: the driver id; dead letter: the original Kafka key
-    StructField("payload", BinaryType()),  # record: bins as JSON; dead letter: the DeadLetter
-    StructField("times", ArrayType(LongType(), False)),  # record: event times of the accepted events
-    StructField("n", IntegerType(), False),  # duplicate: how many
+    StructField("payload", BinaryType()),  # record: JSON [bins, event times]; dead letter: DeadLetter; duplicate: n
 ])
 STATE_SCHEMA = StructType([StructField("state", StringType(), False)])
 EVENT_TIME = "event_time"
@@ -40,11 +38,11 @@ def _rows(rows: list[tuple]) -> pd.DataFrame:
 def _dead_row(kind: str, event: PackedEvent, problems: list[tuple[str, str]], topic: str) -> tuple:
     letter = dead_letter(event.value, problems, stage="stream", topic=topic, partition=event.partition,
                          offset=event.offset)
-    return kind, event.key, encode(letter), [], 0
+    return kind, event.key, encode(letter)
 
 
 def _unpack(frame: pd.DataFrame) -> list[PackedEvent]:
-    ts_ms = frame[EVENT_TIME].astype("datetime64[ms]").astype("int64").tolist()
+    ts_ms = (frame[EVENT_TIME].to_numpy("datetime64[ns]").view("int64") // 1_000_000).tolist()
     return [unpack(cell, ts) for cell, ts in zip(frame["event"].tolist(), ts_ms, strict=True)]
 
 
@@ -65,10 +63,10 @@ def update_function(settings: Settings, topic: str) -> UpdateFunction:
         state.update((result.state,))
         rows = [_dead_row(LATE, events[i], [(LATE_FIELD, reason)], topic) for i, reason in result.late]
         if result.visible is not None:
-            payload = json.dumps(result.visible, separators=(",", ":")).encode()
-            rows.append((RECORD, driver_id.encode(), payload, result.accepted_ms, 0))
+            payload = json.dumps([result.visible, result.accepted_ms], separators=(",", ":")).encode()
+            rows.append((RECORD, driver_id.encode(), payload))
         if result.duplicates:
-            rows.append((DUPLICATE, None, None, [], result.duplicates))
+            rows.append((DUPLICATE, None, str(result.duplicates).encode()))
         if rows:
             yield _rows(rows)
 
