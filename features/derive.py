@@ -12,15 +12,6 @@ from schemas.features import MODEL_FEATURES, SERVED_BINS
 HOUR_MS = 3_600_000
 PEAK_HOURS = frozenset({7, 8, 9, 16, 17, 18})
 NAN = math.nan
-
-# Store bin behind each store-derived model feature that is copied as is.
-_DIRECT = (
-    ("decline_rate", "ds_decl_rate"),
-    ("avg_rating", "ds_avg_rating"),
-    ("consecutive_trips", "da_consec_trips"),
-    ("acceptance_rate_1h", "da_accept_1h"),
-    ("total_lifetime_trips", "ds_total_trips"),
-)
 STORE_FEATURE_COUNT = 7
 
 def is_peak_hour(at_ms: int) -> float:
@@ -29,26 +20,26 @@ def is_peak_hour(at_ms: int) -> float:
 
 def store_features(bins: Mapping[str, Any], at_ms: int) -> list[float]:
     """The 7 store-derived features, finished at time `at_ms`; NaN where a bin is absent."""
-    direct = {name: float(bins[b]) if bins.get(b) is not None else NAN for name, b in _DIRECT}
-    day = bins.get("da_day")
-    trips_day = bins.get("da_trips_day")
+    get = bins.get  # bound once: this runs per scored candidate and per training example
+    day, trips_day, shift_start = get("da_day"), get("da_trips_day"), get("da_shift_start")
     if day is None or trips_day is None:
         trips_today = NAN
     else:
         trips_today = float(trips_day) if int(day) == at_ms // DAY_MS else 0.0
-    shift_start = bins.get("da_shift_start")
     if shift_start is None:
         hours_on_shift = NAN
     else:
         hours_on_shift = max(0.0, (at_ms - int(shift_start)) / HOUR_MS) if shift_start > 0 else 0.0
-    return [
-        direct["decline_rate"],
-        direct["avg_rating"],
+    decline, rating, consecutive = get("ds_decl_rate"), get("ds_avg_rating"), get("da_consec_trips")
+    accept, total = get("da_accept_1h"), get("ds_total_trips")
+    return [  # the bins copied as is, NaN when absent
+        NAN if decline is None else float(decline),
+        NAN if rating is None else float(rating),
         trips_today,
         hours_on_shift,
-        direct["consecutive_trips"],
-        direct["acceptance_rate_1h"],
-        direct["total_lifetime_trips"],
+        NAN if consecutive is None else float(consecutive),
+        NAN if accept is None else float(accept),
+        NAN if total is None else float(total),
     ]
 
 def request_features(
@@ -77,12 +68,13 @@ def model_features(
 
 def record_status(bins: Mapping[str, Any] | None, at_ms: int, max_age_ms: float) -> str:
     """`missing` (no record), `stale` (older than max_age_ms), `partial` (a served bin absent) or `present`."""
-    if not bins or bins.get("_event_ms") is None:
+    if not bins or (event_ms := bins.get("_event_ms")) is None:
         return "missing"
-    if at_ms - int(bins["_event_ms"]) > max_age_ms:
+    if at_ms - int(event_ms) > max_age_ms:
         return "stale"
-    if any(bins.get(name) is None for name in SERVED_BINS):
-        return "partial"
+    for name in SERVED_BINS:
+        if bins.get(name) is None:
+            return "partial"
     return "present"
 
 assert len(MODEL_FEATURES) == STORE_FEATURE_COUNT + 5

@@ -49,9 +49,8 @@ class FeatureRow(NamedTuple):
     @property
     def age_ms(self) -> int | None:
         """Milliseconds from the record's latest event time to the read, when `_event_ms` was read."""
-        if not self.bins or self.bins.get("_event_ms") is None:
-            return None
-        return self.now_ms - int(self.bins["_event_ms"])
+        event_ms = self.bins.get("_event_ms") if self.bins else None
+        return None if event_ms is None else self.now_ms - int(event_ms)
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,14 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 Problem = tuple[str, str]
 """A validation problem: (field path, what is wrong)."""
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
+FIELD_KINDS = ("str", "enum", "float", "int", "ts", "list")
 
 
 @dataclass(frozen=True)
@@ -20,7 +22,7 @@ class Field:
     """One message field: its type, when it is required and its allowed range."""
 
     name: str
-    kind: str  # "str" | "enum" | "float" | "int" | "ts" | "list"
+    kind: str  # one of FIELD_KINDS
     required: bool | Callable[[Mapping[str, Any]], bool] = True
     min_len: int | None = None
     max_len: int | None = None
@@ -33,7 +35,11 @@ class Field:
     items: tuple[Field, ...] = ()
     doc: str = ""
 
-    @property
+    def __post_init__(self) -> None:
+        if self.kind not in FIELD_KINDS:
+            raise ValueError(f"field {self.name!r}: unknown kind {self.kind!r}; expected one of {FIELD_KINDS}")
+
+    @cached_property
     def out_name(self) -> str:
         """Key of the normalised value: timestamps become epoch milliseconds under `<name>_ms`."""
         return f"{self.name}_ms" if self.kind == "ts" else self.name
@@ -45,13 +51,12 @@ class Field:
 
 def parse_ts_ms(value: Any) -> int | None:
     """Epoch milliseconds from epoch-ms (number) or ISO-8601 with an offset; None when not a valid time."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
+    kind = type(value)
+    if kind is int:
         return value if 0 <= value < 10**14 else None
-    if isinstance(value, float):
+    if kind is float:
         return int(value) if math.isfinite(value) and 0 <= value < 1e14 and value == int(value) else None
-    if isinstance(value, str) and 10 <= len(value) <= 40:
+    if kind is str and 10 <= len(value) <= 40:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1) if value.endswith("Z") else value)
         except ValueError:
@@ -62,57 +67,59 @@ def parse_ts_ms(value: Any) -> int | None:
     return None
 
 
-def _check_number(spec: Field, value: Any, path: str) -> tuple[float | None, Problem | None]:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None, (path, f"expected a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        return None, (path, "must be a finite number")
-    if spec.kind == "int" and value != int(value):
-        return None, (path, "expected an integer")
-    number = float(value)
+Check = tuple[Any, str | None]
+"""A checked scalar: (normalised value, None) or (None, what is wrong)."""
+
+
+def _check_number(spec: Field, value: Any) -> Check:
+    kind = type(value)
+    # exact types first (JSON gives nothing else); bool is an int subclass but not a number here
+    if kind is not float and kind is not int and (kind is bool or not isinstance(value, int | float)):
+        return None, f"expected a number, got {kind.__name__}"
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond float range
+        return None, "must be a finite number"
+    if not math.isfinite(number):
+        return None, "must be a finite number"
+    if spec.kind == "int" and number != int(number):
+        return None, "expected an integer"
     if spec.equals is not None and number != spec.equals:
-        return None, (path, f"must be {spec.equals}, got {value}")
+        return None, f"must be {spec.equals}, got {value}"
     if spec.ge is not None and number < spec.ge:
-        return None, (path, f"must be >= {spec.ge:g}, got {value}")
+        return None, f"must be >= {spec.ge:g}, got {value}"
     if spec.gt is not None and number <= spec.gt:
-        return None, (path, f"must be > {spec.gt:g}, got {value}")
+        return None, f"must be > {spec.gt:g}, got {value}"
     if spec.le is not None and number > spec.le:
-        return None, (path, f"must be <= {spec.le:g}, got {value}")
+        return None, f"must be <= {spec.le:g}, got {value}"
     return (int(value) if spec.kind == "int" else number), None
 
 
-def _check_str(spec: Field, value: Any, path: str) -> tuple[str | None, Problem | None]:
+def _check_str(spec: Field, value: Any) -> Check:
     if not isinstance(value, str):
-        return None, (path, f"expected a string, got {type(value).__name__}")
+        return None, f"expected a string, got {type(value).__name__}"
     if spec.kind == "enum":
         if value not in spec.choices:
-            return None, (path, f"unknown value {value[:40]!r}; expected one of {', '.join(spec.choices)}")
+            return None, f"unknown value {value[:40]!r}; expected one of {', '.join(spec.choices)}"
         return value, None
     if spec.min_len is not None and len(value) < spec.min_len:
-        return None, (path, f"must have at least {spec.min_len} character(s)")
+        return None, f"must have at least {spec.min_len} character(s)"
     if spec.max_len is not None and len(value) > spec.max_len:
-        return None, (path, f"must have at most {spec.max_len} characters, got {len(value)}")
+        return None, f"must have at most {spec.max_len} characters, got {len(value)}"
     if spec.pattern is not None and not spec.pattern.fullmatch(value):
-        return None, (path, f"has characters outside {spec.pattern.pattern}")
+        return None, f"has characters outside {spec.pattern.pattern}"
     return value, None
 
 
-def check_value(spec: Field, value: Any, path: str) -> tuple[Any, list[Problem]]:
-    """The normalised value of one present field, or the problems with it."""
-    if spec.kind in ("float", "int"):
-        number, problem = _check_number(spec, value, path)
-        return number, [problem] if problem else []
-    if spec.kind in ("str", "enum"):
-        text, problem = _check_str(spec, value, path)
-        return text, [problem] if problem else []
-    if spec.kind == "ts":
-        ts_ms = parse_ts_ms(value)
-        if ts_ms is None:
-            return None, [(path, "expected ISO-8601 with an offset or epoch milliseconds")]
-        return ts_ms, []
-    if spec.kind == "list":
-        return _check_list(spec, value, path)
-    raise ValueError(f"unknown field kind {spec.kind!r}")
+def _check_ts(spec: Field, value: Any) -> Check:
+    ts_ms = parse_ts_ms(value)
+    if ts_ms is None:
+        return None, "expected ISO-8601 with an offset or epoch milliseconds"
+    return ts_ms, None
+
+
+_SCALAR_CHECKS = {"float": _check_number, "int": _check_number, "str": _check_str, "enum": _check_str,
+                  "ts": _check_ts}
 
 
 def _check_list(spec: Field, value: Any, path: str) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
@@ -132,21 +139,30 @@ def _check_list(spec: Field, value: Any, path: str) -> tuple[list[dict[str, Any]
     return (items if not problems else None), problems
 
 
+def _path(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
 def check_object(specs: tuple[Field, ...], message: Any, prefix: str = "") -> tuple[dict | None, list[Problem]]:
-    """Validate a decoded JSON object against `specs`: (normalised dict, []) or (None, every problem)."""
+    """Validate a decoded JSON object against `specs`: (normalised dict, []) or (None, every problem).
+
+    This runs once per event and per candidate, so paths are only built for problems.
+    """
     if not isinstance(message, dict):
         return None, [(prefix or "<message>", f"expected a JSON object, got {type(message).__name__}")]
     out: dict[str, Any] = {}
     problems: list[Problem] = []
     for spec in specs:
-        path = f"{prefix}.{spec.name}" if prefix else spec.name
         value = message.get(spec.name)
         if value is None:
             if spec.is_required(message):
-                problems.append((path, "is required"))
+                problems.append((_path(prefix, spec.name), "is required"))
             out[spec.out_name] = None
-            continue
-        normalised, field_problems = check_value(spec, value, path)
-        problems.extend(field_problems)
-        out[spec.out_name] = normalised
+        elif spec.kind == "list":
+            out[spec.out_name], list_problems = _check_list(spec, value, _path(prefix, spec.name))
+            problems += list_problems
+        else:
+            out[spec.out_name], reason = _SCALAR_CHECKS[spec.kind](spec, value)
+            if reason is not None:
+                problems.append((_path(prefix, spec.name), reason))
     return (out if not problems else None), problems

@@ -64,6 +64,9 @@ def _reject_constant(name: str) -> float:
     return float(name.replace("Infinity", "inf"))
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder: json.loads would build one per call
+
+
 def decode_json(raw: bytes | str | None) -> tuple[Any, list[Problem]]:
     """The decoded JSON value of a Kafka message, or a problem naming why it is not JSON."""
     if raw is None or raw in (b"", ""):
@@ -74,7 +77,7 @@ def decode_json(raw: bytes | str | None) -> tuple[Any, list[Problem]]:
         except UnicodeDecodeError as exc:
             return None, [(MESSAGE, f"not valid UTF-8 (byte {exc.start})")]
     try:
-        return json.loads(raw, parse_constant=_reject_constant), []
+        return _DECODER.decode(raw), []
     except ValueError as exc:
         return None, [(MESSAGE, f"not valid JSON: {exc}")]
 

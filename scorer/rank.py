@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -11,6 +12,7 @@ import numpy as np
 from features.derive import model_features, record_status
 from featurestore.base import FeatureRow
 from modelregistry.export import ModelExport
+from schemas.features import MODEL_FEATURES
 from schemas.messages import ranked_candidate
 from tripscore.config import Settings
 
@@ -55,31 +57,32 @@ def rank_request(
     if isinstance(rows, str):
         return distance_only(candidates, rows, ["missing"] * len(candidates), [])
     at_ms = request["ts_ms"]
+    max_age_ms = policy.max_feature_age_ms
     bins = [row.bins for row in rows]
-    statuses = [record_status(b, at_ms, policy.max_feature_age_ms) for b in bins]
+    statuses = [record_status(b, at_ms, max_age_ms) for b in bins]
     ages = [age for row in rows if (age := row.age_ms) is not None]
     if model is None:
         return distance_only(candidates, NO_MODEL, statuses, ages)
     usable = [i for i, status in enumerate(statuses) if status in USABLE]
     if not usable:
         return distance_only(candidates, NO_FEATURES, statuses, ages)
-    features = np.array([
-        model_features(bins[i], at_ms, candidates[i]["pickup_eta_min"], request["rider_rating"],
-                       request["surge_multiplier"], request["est_duration_min"])
-        for i in usable
-    ])
+    etas = [c["pickup_eta_min"] for c in candidates]
+    rider, surge, duration = request["rider_rating"], request["surge_multiplier"], request["est_duration_min"]
+    width = len(MODEL_FEATURES)
+    feature_rows = (model_features(bins[i], at_ms, etas[i], rider, surge, duration) for i in usable)
+    # one flat pass into a float64 buffer: several times cheaper than np.array over a list of lists
+    features = np.fromiter(chain.from_iterable(feature_rows), np.float64, len(usable) * width).reshape(-1, width)
     predicted = model.predict_proba(features)
     risks = [model.prior] * len(candidates)
     for i, risk in zip(usable, predicted.tolist(), strict=True):
         risks[i] = risk
     penalty = policy.redispatch_penalty_min
-    costs = [c["pickup_eta_min"] + r * penalty for c, r in zip(candidates, risks, strict=True)]
-    order = sorted(range(len(candidates)),
-                   key=lambda i: (costs[i], candidates[i]["pickup_eta_min"], candidates[i]["driver_id"]))
+    costs = [eta + risk * penalty for eta, risk in zip(etas, risks, strict=True)]
+    # (cost, eta, driver_id, index) tuples sort by cost, ties by eta then driver_id
+    order = sorted(zip(costs, etas, [c["driver_id"] for c in candidates], range(len(candidates)), strict=True))
     ranked = [
-        ranked_candidate(candidates[i]["driver_id"], rank, risks[i], candidates[i]["pickup_eta_min"], costs[i],
-                         statuses[i])
-        for rank, i in enumerate(order, start=1)
+        ranked_candidate(driver_id, rank, risks[i], eta, cost, statuses[i])
+        for rank, (cost, eta, driver_id, i) in enumerate(order, start=1)
     ]
     return Ranking("model", None, ranked, statuses, predicted, ages)
 

@@ -25,21 +25,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--available-now", "--once", dest="available_now", action="store_true", default=None,
                    help="process what is in the topic now, then stop")
     p.add_argument("--watermark-s", type=float, help="event-time watermark delay in seconds (default 10)")
-    p.add_argument("--shuffle-partitions", type=int, help="state partitions of a new checkpoint (default 2)")
+    p.add_argument("--partitions", type=int,
+                   help="tasks per stage: Kafka partitions are coalesced to this many, and a new checkpoint's state "
+                        "gets this many partitions (default 2)")
     p.add_argument("--write-batch", type=int, help="records per store write call (default 5000)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default 9108)")
     p.set_defaults(func=_stream)
 
 
 def _stream(args: argparse.Namespace) -> int:
-    from streaming.job import StreamOptions, run, stream_conf
+    from streaming.job import LAUNCH_CONF, StreamOptions, run, stream_conf
     from tripscore.spark import spark_session
 
     settings = load_settings()
     options = StreamOptions.from_settings(
         settings, topic=args.topic, checkpoint=args.checkpoint, starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger, trigger_ms=args.trigger_ms,
-        available_now=args.available_now, watermark_s=args.watermark_s, shuffle_partitions=args.shuffle_partitions,
+        available_now=args.available_now, watermark_s=args.watermark_s, partitions=args.partitions,
         write_batch=args.write_batch, metrics_port=args.metrics_port,
     )
     stop = threading.Event()
@@ -50,7 +52,7 @@ def _stream(args: argparse.Namespace) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, request_stop)
-    spark = spark_session(settings, "tripscore-stream", **stream_conf(options))
+    spark = spark_session(settings, "tripscore-stream", **stream_conf(options), **LAUNCH_CONF)
     try:
         run(spark, settings, options, stop)
     finally:

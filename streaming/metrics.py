@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +55,8 @@ class StreamMetrics:
         self.lag = Gauge("tripscore_stream_freshness_lag_seconds", "event time to store write, last batch",
                          ["quantile"], registry=self.registry)
         self._pending: dict[int, SinkStats] = {}
-        self._logged = -1
+        self._lock = threading.Lock()
+        self.last_batch = -1  # the last batch logged
         self._server = start_http_server(port, registry=self.registry)[0] if port else None
         if port:
             log.info("Prometheus metrics on :%d/metrics", port)
@@ -67,33 +69,36 @@ class StreamMetrics:
         if stats.lag_s is not None:
             for name, value in zip(("0.5", "0.99", "max"), stats.lag_s, strict=True):
                 self.lag.labels(name).set(value)
-        self._pending[stats.batch_id] = stats
+        with self._lock:
+            self._pending[stats.batch_id] = stats
 
-    def observe_progress(self, progress: Iterable[dict[str, Any]]) -> None:
-        """Feed `query.recentProgress`; each batch with sink stats is logged and counted once."""
-        for entry in progress:
-            batch_id = entry["batchId"]
+    def observe_progress(self, progress: Mapping[str, Any]) -> None:
+        """Called with each `StreamingQueryProgress`; a batch with sink stats is counted and logged once."""
+        with self._lock:
+            batch_id = progress["batchId"]
             stats = self._pending.pop(batch_id, None)
-            if batch_id <= self._logged or stats is None:
-                continue
-            self._logged = batch_id
-            rows = entry["numInputRows"]
-            seconds = entry["durationMs"].get("triggerExecution", 0) / 1000.0
-            self.events.labels("in").inc(rows)
-            self.batches.inc()
-            self.batch_seconds.set(seconds)
-            self.input_rate.set(entry.get("inputRowsPerSecond") or 0.0)
-            self.processed_rate.set(entry.get("processedRowsPerSecond") or 0.0)
-            log.debug("batch %d durations %s, state %s", batch_id, entry["durationMs"],
-                      [(op["numRowsTotal"], op["numRowsUpdated"]) for op in entry.get("stateOperators", [])])
-            lag = "lag -" if stats.lag_s is None else "lag p50 {:.2f} s p99 {:.2f} s max {:.2f} s".format(*stats.lag_s)
-            log.info(
-                "batch %d: in %d (%.0f/s), invalid %d, late %d, dup %d; records %d (written %d); "
-                "%.2f s (writes %.2f s, %.0f ev/s); %s",
-                batch_id, rows, entry.get("inputRowsPerSecond") or 0.0, stats.invalid, stats.late,
-                stats.duplicates, stats.records, stats.written, seconds, stats.write_s,
-                entry.get("processedRowsPerSecond") or 0.0, lag,
-            )
+            if stats is None or batch_id <= self.last_batch:
+                return
+            self.last_batch = batch_id
+        rows = progress["numInputRows"]
+        seconds = progress["durationMs"].get("triggerExecution", 0) / 1000.0
+        input_rate, processed_rate = progress["inputRowsPerSecond"] or 0.0, progress["processedRowsPerSecond"] or 0.0
+        self.events.labels("in").inc(rows)
+        self.batches.inc()
+        self.batch_seconds.set(seconds)
+        self.input_rate.set(input_rate)
+        self.processed_rate.set(processed_rate)
+        log.debug("batch %d durations (ms) %s; event time %s; state operators %s", batch_id,
+                  dict(progress["durationMs"]), dict(progress["eventTime"]),
+                  [{k: op[k] for k in ("numRowsTotal", "numRowsUpdated", "commitTimeMs", "memoryUsedBytes")}
+                   for op in progress["stateOperators"]])
+        lag = "lag -" if stats.lag_s is None else "lag p50 {:.2f} s p99 {:.2f} s max {:.2f} s".format(*stats.lag_s)
+        log.info(
+            "batch %d: in %d (%.0f/s), invalid %d, late %d, dup %d; records %d (written %d); "
+            "%.2f s (writes %.2f s, %.0f ev/s); %s",
+            batch_id, rows, input_rate, stats.invalid, stats.late, stats.duplicates, stats.records, stats.written,
+            seconds, stats.write_s, processed_rate, lag,
+        )
 
     def close(self) -> None:
         """Stop the metrics HTTP server."""

@@ -24,26 +24,19 @@ OUTPUT_SCHEMA = StructType([  # few columns: each costs a pandas conversion per 
     StructField("payload", BinaryType()),  # record: JSON [bins, event times]; dead letter: DeadLetter; duplicate: n
 ])
 STATE_SCHEMA = StructType([StructField("state", StringType(), False)])
-EVENT_TIME = "event_time"
-"""The watermarked timestamp column (event time, UTC) that replaces `ts_ms` in the stateful input."""
 _COLUMNS = [field.name for field in OUTPUT_SCHEMA.fields]
 
 UpdateFunction = Callable[[tuple[Any, ...], Iterator[pd.DataFrame], GroupState], Iterator[pd.DataFrame]]
 
 
 def _rows(rows: list[tuple]) -> pd.DataFrame:
-    return pd.DataFrame.from_records(rows, columns=_COLUMNS)
+    return pd.DataFrame(dict(zip(_COLUMNS, map(list, zip(*rows, strict=True)), strict=True)))
 
 
 def _dead_row(kind: str, event: PackedEvent, problems: list[tuple[str, str]], topic: str) -> tuple:
     letter = dead_letter(event.value, problems, stage="stream", topic=topic, partition=event.partition,
                          offset=event.offset)
     return kind, event.key, encode(letter)
-
-
-def _unpack(frame: pd.DataFrame) -> list[PackedEvent]:
-    ts_ms = (frame[EVENT_TIME].to_numpy("datetime64[ns]").view("int64") // 1_000_000).tolist()
-    return [unpack(cell, ts) for cell, ts in zip(frame["event"].tolist(), ts_ms, strict=True)]
 
 
 def update_function(settings: Settings, topic: str) -> UpdateFunction:
@@ -53,10 +46,10 @@ def update_function(settings: Settings, topic: str) -> UpdateFunction:
         driver_id = key[0]
         if driver_id == INVALID_KEY:
             for frame in frames:
-                events = [unpack(cell, None) for cell in frame["event"].tolist()]
+                events = [unpack(cell) for cell in frame["event"].tolist()]
                 yield _rows([_dead_row(INVALID, e, decode_trip_event(e.value)[1], topic) for e in events])
             return
-        events = [event for frame in frames for event in _unpack(frame)]
+        events = [unpack(cell) for frame in frames for cell in frame["event"].tolist()]
         saved = state.get[0] if state.exists else None
         seed = None if saved is not None else open_store(settings).read([driver_id], BIN_NAMES)[0].bins
         result = advance(saved, [e.fold for e in events], state.getCurrentWatermarkMs(), seed)

@@ -60,7 +60,7 @@ class Settings:
     stream_trigger_ms: int = field(default_factory=lambda: int(_env("stream_trigger_ms", "1000")))
     stream_max_offsets: int = field(default_factory=lambda: int(_env("stream_max_offsets", "200000")))
     stream_watermark_s: float = field(default_factory=lambda: float(_env("stream_watermark_s", "10")))
-    stream_shuffle_partitions: int = field(default_factory=lambda: int(_env("stream_shuffle_partitions", "2")))
+    stream_partitions: int = field(default_factory=lambda: int(_env("stream_partitions", "2")))
     stream_write_batch: int = field(default_factory=lambda: int(_env("stream_write_batch", "5000")))
     stream_metrics_port: int = field(default_factory=lambda: int(_env("stream_metrics_port", "9108")))
 
