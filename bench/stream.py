@@ -18,8 +18,6 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
@@ -30,6 +28,8 @@ import numpy as np
 
 # bench/batch.py would shadow the `batch` package: drop this script's folder from the path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from tripscore.processes import ServiceProcess  # noqa: E402 - after the path fix
 
 THROUGHPUT_TARGET_EPS = 20_000
 LAG_TARGET_S = 5.0
@@ -145,15 +145,15 @@ def visible(store, drivers: list[str]) -> tuple[int, int]:
     return sum(b["_n_events"] for b in rows), max((b["_updated_ms"] for b in rows), default=0)
 
 
-def wait_visible(store, drivers: list[str], total: int, timeout_s: float, job: subprocess.Popen) -> float:
+def wait_visible(store, drivers: list[str], total: int, timeout_s: float, job: ServiceProcess) -> float:
     """Block until `total` events of `drivers` are visible; returns when the last was written (epoch s).
 
     Polls twice a second (the bench must not take the CPU it measures); the time comes from `_updated_ms`.
     """
     deadline = time.monotonic() + timeout_s
     while (seen := visible(store, drivers))[0] < total:
-        if job.poll() is not None:
-            raise SystemExit(f"the streaming job exited with code {job.returncode}")
+        if not job.alive:
+            raise SystemExit(f"the streaming job exited:\n{job.log_tail()}")
         if time.monotonic() > deadline:
             raise SystemExit(f"only {seen[0]:,} of {total:,} events visible after {timeout_s:.0f} s")
         time.sleep(0.5)
@@ -172,23 +172,12 @@ def dlq_count(bootstrap: str, topic: str) -> int:
         consumer.close()
 
 
-def start_job(args: argparse.Namespace, env: dict[str, str], workdir: Path) -> subprocess.Popen:
+def start_job(args: argparse.Namespace, settings: dict[str, object], workdir: Path) -> ServiceProcess:
     """`tripscore stream` in a subprocess (its own process group), logging to `<workdir>/stream.log`."""
-    command = [sys.executable, "-m", "tripscore.cli", "stream", "--checkpoint", str(workdir / "checkpoint"),
-               "--metrics-port", "0", "--starting-offsets", "earliest", "--trigger-ms", str(args.trigger_ms),
+    command = ["stream", "--checkpoint", str(workdir / "checkpoint"), "--metrics-port", "0",
+               "--starting-offsets", "earliest", "--trigger-ms", str(args.trigger_ms),
                "--max-offsets-per-trigger", str(args.max_offsets), "--partitions", str(args.partitions)]
-    log = (workdir / "stream.log").open("wb")
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def stop_job(job: subprocess.Popen) -> None:
-    """SIGTERM (graceful: the job stops between batches), then SIGKILL of its process group after 120 s."""
-    job.send_signal(signal.SIGTERM)
-    try:
-        job.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(job.pid, signal.SIGKILL)
-        job.wait()
+    return ServiceProcess(command, settings, workdir / "stream.log").start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,11 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     warmup = [{**m, "driver_id": f"warm-{m['driver_id']}"} for m in messages[:WARMUP_EVENTS]]
     print(f"{len(messages):,} events of {len(drivers):,} drivers; topic {settings.topic_trip_events}", flush=True)
 
-    env = {**os.environ, "TRIPSCORE_KAFKA_BOOTSTRAP": settings.kafka_bootstrap,
-           "TRIPSCORE_SQLITE_PATH": str(settings.sqlite_file), "TRIPSCORE_HOME": str(args.workdir.resolve()),
-           "TRIPSCORE_TOPIC_TRIP_EVENTS": settings.topic_trip_events,
-           "TRIPSCORE_TOPIC_TRIP_EVENTS_DLQ": settings.topic_trip_events_dlq}
-    job = start_job(args, env, args.workdir)
+    job_settings = {"kafka_bootstrap": settings.kafka_bootstrap, "sqlite_path": settings.sqlite_file,
+                    "home": args.workdir.resolve(), "topic_trip_events": settings.topic_trip_events,
+                    "topic_trip_events_dlq": settings.topic_trip_events_dlq}
+    job = start_job(args, job_settings, args.workdir)
     store = open_store(settings)
     try:
         sent_ms: dict[str, list[int]] = {}
@@ -242,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         sampler.done.set()
         sampler.join()
     finally:
-        stop_job(job)
+        job.stop(timeout=120)  # SIGTERM: the job stops between batches
     throughput = len(messages) / (done - first)
     p50, p99 = (float(x) / 1000 for x in np.percentile(sampler.lags_ms, [50, 99]))
     dlq = dlq_count(settings.kafka_bootstrap, settings.topic_trip_events_dlq)

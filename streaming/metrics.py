@@ -88,10 +88,11 @@ class StreamMetrics:
         self.batch_seconds.set(seconds)
         self.input_rate.set(input_rate)
         self.processed_rate.set(processed_rate)
-        log.debug("batch %d durations (ms) %s; event time %s; state operators %s", batch_id,
-                  dict(progress["durationMs"]), dict(progress["eventTime"]),
-                  [{k: op[k] for k in ("numRowsTotal", "numRowsUpdated", "commitTimeMs", "memoryUsedBytes")}
-                   for op in progress["stateOperators"]])
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("batch %d durations (ms) %s; event time %s; state operators %s", batch_id,
+                      dict(progress["durationMs"]), dict(progress["eventTime"]),
+                      [{k: op[k] for k in ("numRowsTotal", "numRowsUpdated", "commitTimeMs", "memoryUsedBytes")}
+                       for op in progress["stateOperators"]])
         lag = "lag -" if stats.lag_s is None else "lag p50 {:.2f} s p99 {:.2f} s max {:.2f} s".format(*stats.lag_s)
         log.info(
             "batch %d: in %d (%.0f/s), invalid %d, late %d, dup %d; records %d (written %d); "

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
+from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import BinaryType, LongType, StringType, StructField, StructType
 
 from features.fold import EventTuple
@@ -25,8 +26,7 @@ PARSED_SCHEMA = StructType([
     StructField("ts_ms", LongType()),
     StructField("event", BinaryType(), False),
 ])
-_ARROW_SCHEMA = pa.schema([pa.field("driver_id", pa.string(), False), pa.field("ts_ms", pa.int64()),
-                           pa.field("event", pa.binary(), False)])
+_ARROW_SCHEMA = to_arrow_schema(PARSED_SCHEMA)
 
 
 @dataclass(frozen=True, slots=True)
