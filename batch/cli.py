@@ -8,12 +8,7 @@ import logging
 import time
 from pathlib import Path
 
-import pyarrow.compute as pc
-from kafka.errors import KafkaError
-
-from batch.eventlog import EventLogError, write_events
-from batch.materialize import DEFAULT_DATASET
-from batch.train import DatasetError, TrainConfig
+from batch.options import DEFAULT_DATASET, DatasetError, TrainConfig
 from modelregistry.export import ModelError
 from schemas.fields import parse_ts_ms
 from schemas.messages import encode
@@ -22,7 +17,6 @@ from tripscore.config import Settings, load_settings
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
 CITY_FILE = "_city.json"  # next to the log; the leading underscore keeps Spark and pyarrow from reading it as data
-USER_ERRORS = (EventLogError, DatasetError, ModelError, ValueError, FileNotFoundError, KafkaError)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,13 +89,22 @@ def _spark(settings: Settings, app: str):  # noqa: ANN202 - pyspark is imported 
     return spark
 
 
+def user_errors() -> tuple[type[Exception], ...]:
+    """The errors a batch command reports as one message (imported when a command fails, not at start-up)."""
+    from kafka.errors import KafkaError
+
+    from batch.eventlog import EventLogError
+
+    return EventLogError, DatasetError, ModelError, ValueError, FileNotFoundError, KafkaError
+
+
 def _run(fn):  # noqa: ANN001, ANN202 - decorator
     """Turn the user errors of a command into one message and exit code 1."""
 
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return fn(args, load_settings())
-        except USER_ERRORS as exc:
+        except user_errors() as exc:
             print(f"tripscore {args.command}: error: {exc}")
             return 1
 
@@ -110,6 +113,9 @@ def _run(fn):  # noqa: ANN001, ANN202 - decorator
 
 @_run
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    import pyarrow.compute as pc
+
+    from batch.eventlog import write_events
     from batch.generate import CityConfig, drivers_for_events, score_requests, simulate
 
     start_ms = parse_ts_ms(int(args.start) if args.start.isdigit() else args.start)

@@ -10,16 +10,16 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pyarrow.compute as pc
-import pyarrow.dataset as ds
+from typing import TYPE_CHECKING, Any
 
 from features.fold import fold
 from featurestore import open_store
 from featurestore.base import OnlineStore
 from schemas.features import BIN_NAMES
 from tripscore.config import load_settings
+
+if TYPE_CHECKING:
+    import pyarrow.dataset as ds
 
 COMPARED_BINS = tuple(name for name in BIN_NAMES if name != "_updated_ms")
 EVENT_COLUMNS = ["driver_id", "ts_ms", "event_id", "event_type", "rating"]
@@ -56,11 +56,15 @@ def same_value(offline: Any, online: Any) -> bool:
 
 def event_log(paths: Sequence[Path]) -> ds.Dataset:
     """One dataset over the Parquet files of one or more event-log folders."""
+    import pyarrow.dataset as ds  # here, not at the top: `tripscore` builds its parser from this module
+
     return ds.dataset([ds.dataset(str(p), format="parquet", exclude_invalid_files=True) for p in paths])
 
 
 def load_driver_events(events_paths: Sequence[Path], driver_ids: Sequence[str]) -> dict[str, list[tuple]]:
     """The fold tuples of the given drivers from the event log."""
+    import pyarrow.compute as pc
+
     table = event_log(events_paths).to_table(columns=EVENT_COLUMNS, filter=pc.field("driver_id").isin(list(driver_ids)))
     events: dict[str, list[tuple]] = {d: [] for d in driver_ids}
     columns = [table.column(name).to_pylist() for name in EVENT_COLUMNS]
@@ -99,6 +103,8 @@ def check_consistency(
 
 def sample_driver_ids(events_paths: Sequence[Path], sample: int, seed: int) -> list[str]:
     """A reproducible random sample of the drivers in the event log."""
+    import pyarrow.compute as pc
+
     table = event_log(events_paths).to_table(columns=["driver_id"])
     drivers = sorted(pc.unique(table.column("driver_id")).to_pylist())
     return random.Random(seed).sample(drivers, min(sample, len(drivers)))

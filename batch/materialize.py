@@ -12,13 +12,13 @@ from pyspark.sql import SparkSession
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from batch.eventlog import TRUE_P
+from batch.options import DEFAULT_DATASET
 from batch.pointintime import EXAMPLE_SCHEMA, LABEL_WINDOW_MS, PIT_COLUMNS, partition_examples
 from batch.sparkjob import read_event_log, sorted_by_driver, stage_progress
 from featurestore.base import OnlineStore
 from featurestore.metadata import Dataset, Feature, register_feature_metadata
 from schemas.features import BINS_BY_NAME, MODEL_FEATURES, SERVED_BINS
 
-DEFAULT_DATASET = "trip-decline-risk-v1"
 LABEL = "label"
 TIME_COLUMN = "offer_ts_ms"
 

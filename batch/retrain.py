@@ -14,7 +14,8 @@ from pyspark.sql import SparkSession
 
 from batch.materialize import materialize
 from batch.metrics import roc_auc
-from batch.train import TrainConfig, TrainResult, load_holdout, train
+from batch.options import TrainConfig
+from batch.train import TrainResult, load_holdout, train
 from featurestore.base import OnlineStore
 from modelregistry.export import ModelExport
 from modelregistry.registry import active_version, load_export, promote

@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from batch import metrics, plots
 from batch.eventlog import TRUE_P
 from batch.materialize import LABEL, TIME_COLUMN, dataset_dir
+from batch.options import DatasetError, TrainConfig
 from batch.sparkjob import stage_progress
 from modelregistry.export import ModelExport
 from modelregistry.registry import staged_version
@@ -37,20 +38,6 @@ REPORT_FILE = "report.json"
 PLOT_FILES = {"roc": "roc.png", "calibration": "calibration.png", "histogram": "score_histogram.png"}
 EXPORT_TOLERANCE = 1e-9  # SPEC §6: the numpy export must match MLlib's probability this closely
 _IMPUTED = [f"{name}__imputed" for name in MODEL_FEATURES]
-
-
-class DatasetError(ValueError):
-    """A dataset is missing, empty, lacks columns or cannot be split into train and holdout."""
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training knobs."""
-
-    holdout_fraction: float = 0.2  # the latest share of offer time held out
-    max_iter: int = 100
-    reg_param: float = 0.0
-    tol: float = 1e-6
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,9 @@ class ModelExport:
                 raise ModelError(f"model {self.version}: {name} has {len(getattr(self, name))} values, expected {n}")
         if not 0.0 < self.prior < 1.0:
             raise ModelError(f"model {self.version}: prior {self.prior} is not a probability")
+        for name in ("coefficients", "imputation_means", "scaler_std", "intercept"):
+            if not np.isfinite(getattr(self, name)).all():  # a NaN weight would serve NaN risks (null in JSON)
+                raise ModelError(f"model {self.version}: {name} has a NaN or infinite value")
         std = np.asarray(self.scaler_std, dtype=np.float64)
         inv_std = np.divide(1.0, std, out=np.zeros_like(std), where=std != 0.0)
         object.__setattr__(self, "_means", np.asarray(self.imputation_means, dtype=np.float64))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -34,10 +34,13 @@ class Field:
     equals: Any = None
     items: tuple[Field, ...] = ()
     doc: str = ""
+    # the value checker, built once with this field's limits bound (None for a list: its items are objects)
+    check: Checker | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FIELD_KINDS:
             raise ValueError(f"field {self.name!r}: unknown kind {self.kind!r}; expected one of {FIELD_KINDS}")
+        object.__setattr__(self, "check", None if self.kind == "list" else _CHECKER_BUILDERS[self.kind](self))
 
     @cached_property
     def out_name(self) -> str:
@@ -69,57 +72,84 @@ def parse_ts_ms(value: Any) -> int | None:
 
 Check = tuple[Any, str | None]
 """A checked scalar: (normalised value, None) or (None, what is wrong)."""
+Checker = Callable[[Any], Check]
 
 
-def _check_number(spec: Field, value: Any) -> Check:
-    kind = type(value)
-    # exact types first (JSON gives nothing else); bool is an int subclass but not a number here
-    if kind is not float and kind is not int and (kind is bool or not isinstance(value, int | float)):
-        return None, f"expected a number, got {kind.__name__}"
-    try:
-        number = float(value)
-    except OverflowError:  # an integer beyond float range
-        return None, "must be a finite number"
-    if not math.isfinite(number):
-        return None, "must be a finite number"
-    if spec.kind == "int" and number != int(number):
-        return None, "expected an integer"
-    if spec.equals is not None and number != spec.equals:
-        return None, f"must be {spec.equals}, got {value}"
-    if spec.ge is not None and number < spec.ge:
-        return None, f"must be >= {spec.ge:g}, got {value}"
-    if spec.gt is not None and number <= spec.gt:
-        return None, f"must be > {spec.gt:g}, got {value}"
-    if spec.le is not None and number > spec.le:
-        return None, f"must be <= {spec.le:g}, got {value}"
-    return (int(value) if spec.kind == "int" else number), None
+def _number_checker(spec: Field) -> Checker:
+    integer, equals, ge, gt, le = spec.kind == "int", spec.equals, spec.ge, spec.gt, spec.le
+    isfinite = math.isfinite
+
+    def check(value: Any) -> Check:
+        kind = type(value)
+        # exact types first (JSON gives nothing else); bool is an int subclass but not a number here
+        if kind is not float and kind is not int and (kind is bool or not isinstance(value, int | float)):
+            return None, f"expected a number, got {kind.__name__}"
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond float range
+            return None, "must be a finite number"
+        if not isfinite(number):
+            return None, "must be a finite number"
+        if integer and number != int(number):
+            return None, "expected an integer"
+        if equals is not None and number != equals:
+            return None, f"must be {equals}, got {value}"
+        if ge is not None and number < ge:
+            return None, f"must be >= {ge:g}, got {value}"
+        if gt is not None and number <= gt:
+            return None, f"must be > {gt:g}, got {value}"
+        if le is not None and number > le:
+            return None, f"must be <= {le:g}, got {value}"
+        return (int(value) if integer else number), None
+
+    return check
 
 
-def _check_str(spec: Field, value: Any) -> Check:
-    if not isinstance(value, str):
-        return None, f"expected a string, got {type(value).__name__}"
-    if spec.kind == "enum":
-        if value not in spec.choices:
-            return None, f"unknown value {value[:40]!r}; expected one of {', '.join(spec.choices)}"
+def _str_checker(spec: Field) -> Checker:
+    min_len, max_len = spec.min_len or 0, spec.max_len
+    fullmatch = spec.pattern.fullmatch if spec.pattern is not None else None
+    pattern_text = spec.pattern.pattern if spec.pattern is not None else ""
+
+    def check(value: Any) -> Check:
+        if not isinstance(value, str):
+            return None, f"expected a string, got {type(value).__name__}"
+        if len(value) < min_len:
+            return None, f"must have at least {min_len} character(s)"
+        if max_len is not None and len(value) > max_len:
+            return None, f"must have at most {max_len} characters, got {len(value)}"
+        if fullmatch is not None and not fullmatch(value):
+            return None, f"has characters outside {pattern_text}"
         return value, None
-    if spec.min_len is not None and len(value) < spec.min_len:
-        return None, f"must have at least {spec.min_len} character(s)"
-    if spec.max_len is not None and len(value) > spec.max_len:
-        return None, f"must have at most {spec.max_len} characters, got {len(value)}"
-    if spec.pattern is not None and not spec.pattern.fullmatch(value):
-        return None, f"has characters outside {spec.pattern.pattern}"
-    return value, None
+
+    return check
 
 
-def _check_ts(spec: Field, value: Any) -> Check:
-    ts_ms = parse_ts_ms(value)
-    if ts_ms is None:
-        return None, "expected ISO-8601 with an offset or epoch milliseconds"
-    return ts_ms, None
+def _enum_checker(spec: Field) -> Checker:
+    choices, listed = frozenset(spec.choices), ", ".join(spec.choices)
+
+    def check(value: Any) -> Check:
+        if not isinstance(value, str):
+            return None, f"expected a string, got {type(value).__name__}"
+        if value not in choices:
+            return None, f"unknown value {value[:40]!r}; expected one of {listed}"
+        return value, None
+
+    return check
 
 
-_SCALAR_CHECKS = {"float": _check_number, "int": _check_number, "str": _check_str, "enum": _check_str,
-                  "ts": _check_ts}
+def _ts_checker(spec: Field) -> Checker:
+    def check(value: Any) -> Check:
+        ts_ms = parse_ts_ms(value)
+        if ts_ms is None:
+            return None, "expected ISO-8601 with an offset or epoch milliseconds"
+        return ts_ms, None
+
+    return check
+
+
+_CHECKER_BUILDERS: dict[str, Callable[[Field], Checker]] = {
+    "float": _number_checker, "int": _number_checker, "str": _str_checker, "enum": _enum_checker, "ts": _ts_checker,
+}
 
 
 def _check_list(spec: Field, value: Any, path: str) -> tuple[list[dict[str, Any]] | None, list[Problem]]:
@@ -132,37 +162,43 @@ def _check_list(spec: Field, value: Any, path: str) -> tuple[list[dict[str, Any]
     items: list[dict[str, Any]] = []
     problems: list[Problem] = []
     for index, item in enumerate(value):
-        normalised, item_problems = check_object(spec.items, item, f"{path}[{index}]")
-        problems.extend(item_problems)
-        if normalised is not None:
+        normalised, item_problems = check_object(spec.items, item, path, index)
+        if item_problems:
+            problems += item_problems
+        else:
             items.append(normalised)
     return (items if not problems else None), problems
 
 
-def _path(prefix: str, name: str) -> str:
+def _path(prefix: str, index: int | None, name: str) -> str:
+    if index is not None:
+        prefix = f"{prefix}[{index}]"
     return f"{prefix}.{name}" if prefix else name
 
 
-def check_object(specs: tuple[Field, ...], message: Any, prefix: str = "") -> tuple[dict | None, list[Problem]]:
+def check_object(specs: tuple[Field, ...], message: Any, prefix: str = "",
+                 index: int | None = None) -> tuple[dict | None, list[Problem]]:
     """Validate a decoded JSON object against `specs`: (normalised dict, []) or (None, every problem).
 
-    This runs once per event and per candidate, so paths are only built for problems.
+    `index` is the object's position in the list at `prefix`. This runs once per event and per candidate,
+    so paths are only built for problems.
     """
     if not isinstance(message, dict):
-        return None, [(prefix or "<message>", f"expected a JSON object, got {type(message).__name__}")]
+        where = f"{prefix}[{index}]" if index is not None else prefix or "<message>"
+        return None, [(where, f"expected a JSON object, got {type(message).__name__}")]
     out: dict[str, Any] = {}
     problems: list[Problem] = []
     for spec in specs:
         value = message.get(spec.name)
         if value is None:
             if spec.is_required(message):
-                problems.append((_path(prefix, spec.name), "is required"))
+                problems.append((_path(prefix, index, spec.name), "is required"))
             out[spec.out_name] = None
-        elif spec.kind == "list":
-            out[spec.out_name], list_problems = _check_list(spec, value, _path(prefix, spec.name))
+        elif spec.check is None:  # a list of objects
+            out[spec.out_name], list_problems = _check_list(spec, value, _path(prefix, index, spec.name))
             problems += list_problems
         else:
-            out[spec.out_name], reason = _SCALAR_CHECKS[spec.kind](spec, value)
+            out[spec.out_name], reason = spec.check(value)
             if reason is not None:
-                problems.append((_path(prefix, spec.name), reason))
+                problems.append((_path(prefix, index, spec.name), reason))
     return (out if not problems else None), problems

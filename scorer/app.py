@@ -57,7 +57,6 @@ def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
         topic_replication_factor=1,
     )
     requests = app.topic(settings.topic_score_requests, **RAW)
-    outputs = {name: app.topic(name, **RAW) for name in (settings.topic_risk_scores, settings.topic_score_dlq)}
 
     @functools.cache
     def scorer() -> Scorer:
@@ -75,7 +74,8 @@ def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
             message = event.message
             outgoing = await scorer().handle(event.value, event.key,
                                              Origin(message.topic, message.partition, message.offset))
-            pending = [await outputs[out.topic].send(key=out.key, value=out.value) for out in outgoing]
+            # the producer itself, not Topic.send: the bytes are final, and Faust's per-message wrapping is skipped
+            pending = [await app.producer.send(out.topic, out.key, out.value, None, None, None) for out in outgoing]
             # ack once the broker has every message of this request; the actor moves on meanwhile
             delivered = asyncio.gather(*pending)
             delivered.add_done_callback(functools.partial(_acknowledge, manual, event, received))

@@ -66,23 +66,21 @@ MODEL_INFO = Gauge("tripscore_scorer_model_info", "1 for the model version in se
 MODEL_RELOADS = Counter("tripscore_scorer_model_reloads_total", "Model switches", registry=REGISTRY)
 DEAD_LETTERS = Counter("tripscore_scorer_dead_letters_total", "Malformed requests dead-lettered", registry=REGISTRY)
 
-for _strategy in STRATEGIES:
-    RESPONSES.labels(_strategy)
-for _reason in FALLBACK_REASONS:
-    FALLBACKS.labels(_reason)
-for _status in STATUSES:
-    CANDIDATES.labels(_status)
+# every series exists from the start (a zero, not an absent line), bound once: `labels()` costs per call
+RESPONSES_BY_STRATEGY = {strategy: RESPONSES.labels(strategy) for strategy in STRATEGIES}
+FALLBACKS_BY_REASON = {reason: FALLBACKS.labels(reason) for reason in FALLBACK_REASONS}
+CANDIDATES_BY_STATUS = {status: CANDIDATES.labels(status) for status in STATUSES}
 
 
 def record_ranking(ranking: Ranking, read_s: float, model_s: float) -> None:
     """Count one scored request."""
     FEATURE_READ.observe(read_s)
     MODEL.observe(model_s)
-    RESPONSES.labels(ranking.strategy).inc()
+    RESPONSES_BY_STRATEGY[ranking.strategy].inc()
     if ranking.reason:
-        FALLBACKS.labels(ranking.reason).inc()
+        FALLBACKS_BY_REASON[ranking.reason].inc()
     for status, count in Tally(ranking.statuses).items():
-        CANDIDATES.labels(status).inc(count)
+        CANDIDATES_BY_STATUS[status].inc(count)
     FEATURE_AGE.observe_many(np.maximum(np.asarray(ranking.ages_ms, dtype=np.float64), 0.0) / 1000.0)
     DECLINE_RISK.observe_many(ranking.risks)
 

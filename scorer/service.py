@@ -69,7 +69,7 @@ class Scorer:
         if request is None:
             request_id = _recover_request_id(raw) or (key or b"").decode("utf-8", "replace")
             metrics.DEAD_LETTERS.inc()
-            metrics.RESPONSES.labels("error").inc()
+            metrics.RESPONSES_BY_STRATEGY["error"].inc()
             letter = dead_letter(raw, problems, stage=DLQ_STAGE, topic=origin.topic, partition=origin.partition,
                                  offset=origin.offset)
             return [

@@ -18,10 +18,11 @@ from pyspark.ml.functions import vector_to_array
 from batch.backfill import backfill
 from batch.eventlog import EventLogError, write_events
 from batch.generate import City, generate_city
-from batch.materialize import DEFAULT_DATASET, materialize
+from batch.materialize import materialize
+from batch.options import DEFAULT_DATASET, DatasetError
 from batch.pointintime import RECORD_BINS
 from batch.retrain import EXIT_KEPT
-from batch.train import MLLIB_DIR, PLOT_FILES, REPORT_FILE, DatasetError, TrainResult, train
+from batch.train import MLLIB_DIR, PLOT_FILES, REPORT_FILE, TrainResult, train
 from features.fold import fold
 from featurestore import open_store
 from featurestore.base import OnlineStore

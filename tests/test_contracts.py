@@ -84,6 +84,9 @@ INVALID_EVENTS = [
     (with_(OFFER, event_id=7), "event_id", "expected a string"),
     (with_(OFFER, event_type="trip_teleported"), "event_type", "unknown value"),
     (with_(OFFER, event_type=...), "event_type", "is required"),
+    # unhashable types with a type-dependent field missing: reported, not a TypeError
+    (with_(OFFER, event_type=["trip_offered"], trip_id=...), "event_type", "expected a string"),
+    (with_(OFFER, event_type={"a": 1}, rating=...), "event_type", "expected a string"),
     (with_(OFFER, ts="2026-03-02T08:15:00"), "ts", "ISO-8601 with an offset"),
     (with_(OFFER, ts="yesterday"), "ts", "ISO-8601"),
     (with_(OFFER, ts=-5), "ts", "epoch milliseconds"),

@@ -25,25 +25,22 @@ COMMAND_MODULES = (
 NOISY_LOGGERS = ("kafka", "aiokafka", "py4j")
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser with every stage's subcommands; given the `command` to run, the stage modules after
-    the one adding it are not imported (so `score` starts without loading Spark and the batch jobs)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every stage's subcommands (their modules import Spark, pyarrow's datasets and
+    the batch jobs only when a command runs, so `score` starts without them)."""
     parser = argparse.ArgumentParser(prog="tripscore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"tripscore {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
-        if command in sub.choices:
-            break
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    command = next((arg for arg in argv if not arg.startswith("-")), None)  # top-level options take no values
-    args = build_parser(command).parse_args(argv)
+    args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 
 from batch.consistency import check_consistency, sample_driver_ids
-from batch.eventlog import read_events, to_messages
-from batch.replay import replay
 from featurestore import close_stores, open_store
 from modelregistry.registry import active_version, load_export
 from scorer.harness import Responses
@@ -115,6 +113,9 @@ class Demo:
 
     def live(self, score_port: int) -> dict[str, Any]:
         """Replay the live day and the score requests at once; wait for features and answers."""
+        from batch.eventlog import read_events, to_messages  # pyarrow.dataset: not at start-up of every command
+        from batch.replay import replay
+
         settings = self.demo_settings
         live = read_events(self.home / "live")
         requests = [json.loads(line) for line in (self.home / "requests.jsonl").read_text().splitlines() if line]
