@@ -266,7 +266,7 @@ def test_a_corrupt_model_folder_is_a_clear_error(tmp_path: Path) -> None:
     (models / good / "export.json").write_text(json.dumps(partial))
     with pytest.raises(ModelError, match="coefficients has 3 values"):
         promote(models, good)
-    partial["coefficients"] = [float("nan")] * len(partial["feature_order"])  # json writes NaN, as Python reads it
+    partial["coefficients"] = [float("nan")] * len(partial["feature_order"])  # Python's json writes and reads NaN
     (models / good / "export.json").write_text(json.dumps(partial))
     with pytest.raises(ModelError, match="coefficients has a NaN"):
         promote(models, good)

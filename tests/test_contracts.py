@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 
+import numpy as np
 import pytest
 
 from schemas.fields import parse_ts_ms
@@ -166,6 +167,16 @@ def test_dead_letter_keeps_original_bytes_and_every_problem() -> None:
     assert "event_id: must have at least 1" in letter["error"]
     assert len(letter["errors"]) == len(problems)
     json.loads(encode(letter))
+
+
+def test_encode_is_compact_json_that_round_trips() -> None:
+    message = {"ranked": [{"decline_risk": 2.514786120122914e-05, "rank": 1, "driver_id": "drv_1"}], "reason": None}
+    for extra in ({"n": np.float64(0.25)}, {"big": 10**30}):  # a numpy scalar; an int beyond 64 bits (fallback)
+        raw = encode({**message, **extra})
+        assert b" " not in raw
+        assert json.loads(raw) == {**message, **{k: float(v) if isinstance(v, np.floating) else v
+                                                 for k, v in extra.items()}}
+    assert json.loads(encode({"risk": float("nan")})) == {"risk": None}  # JSON has no NaN
 
 
 def test_error_response_carries_the_validation_message() -> None:

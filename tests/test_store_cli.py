@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -77,3 +79,11 @@ def test_open_store_is_one_instance_per_location(tmp_path: Path) -> None:
             open_store(load_settings(store="redis"))
     finally:
         close_stores()
+
+
+def test_the_cli_parser_loads_no_spark_or_dataset_libraries() -> None:
+    """`tripscore score` must start light: building the parser imports every stage's CLI module, none of the jobs."""
+    code = ("import sys; from tripscore.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('pyspark', 'pandas', 'pyarrow.dataset', 'matplotlib') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
