@@ -16,7 +16,8 @@ from pathlib import Path
 
 # Run as `python bench/scorer.py`, this folder comes first on sys.path and this file would shadow the `scorer`
 # package; resolve imports from the repository root instead.
-sys.path[0] = str(Path(__file__).resolve().parents[1])
+REPO = Path(__file__).resolve().parents[1]
+sys.path[0] = str(REPO)
 
 import argparse
 import asyncio
@@ -168,10 +169,20 @@ def bench_tutorial(requests: list[dict], mllib: Path, settings: Settings) -> lis
     return timings
 
 
+class FloorProcess(WorkerProcess):
+    """`bench/faust_echo.py` instead of the scorer: the same Faust agent shape, answering without scoring."""
+
+    def __init__(self, settings: dict[str, Any], log_path: Path, loglevel: str = "warn") -> None:
+        super().__init__(settings, log_path)
+        self.command = [sys.executable, "-m", "faust", "-A", "bench.faust_echo", "worker", "--loglevel", loglevel]
+        self.env["PYTHONPATH"] = str(REPO)
+
+
 class KafkaRun:
     """A worker subprocess on fresh topics, a paced producer and a response listener."""
 
-    def __init__(self, settings: dict[str, Any], bootstrap: str, root: Path, workers: int = 1) -> None:
+    def __init__(self, settings: dict[str, Any], bootstrap: str, root: Path, workers: int = 1,
+                 floor: bool = False) -> None:
         self.bootstrap = bootstrap
         tag = uuid.uuid4().hex[:8]
         self.requests_topic, responses_topic = f"bench-score-requests-{tag}", f"bench-risk-scores-{tag}"
@@ -180,7 +191,8 @@ class KafkaRun:
                            "topic_risk_scores": responses_topic, "topic_score_dlq": f"bench-dlq-{tag}",
                            "scorer_app_id": f"bench-scorer-{tag}"}
         self.workers = [  # one consumer group: the request partitions are shared out
-            WorkerProcess(worker_settings, root / f"worker-{tag}-{n}.log", loglevel="warning").start()
+            (FloorProcess(worker_settings, root / f"floor-{tag}-{n}.log") if floor else
+             WorkerProcess(worker_settings, root / f"worker-{tag}-{n}.log", loglevel="warning")).start()
             for n in range(workers)
         ]
         for worker in self.workers:
@@ -294,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="worker read modes run at --rate; the first also runs the ramp (auto = inline on SQLite)")
     parser.add_argument("--concurrency", type=int, help="agent concurrency (default: settings)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes in the consumer group (1)")
+    parser.add_argument("--floor", action="store_true",
+                        help="also run a Faust agent that answers without scoring at --rate (bench/faust_echo.py)")
     parser.add_argument("--workdir", type=Path, help="keep files here (default: a temp dir, removed)")
     args = parser.parse_args(argv)
 
@@ -321,6 +335,11 @@ def main(argv: list[str] | None = None) -> int:
     worker_settings = {"kafka_bootstrap": base.kafka_bootstrap, "home": root, "sqlite_path": settings.sqlite_file,
                        "models_dir": settings.models_dir, "scorer_concurrency": settings.scorer_concurrency}
     main_run, ramp = kafka_runs(worker_settings, base.kafka_bootstrap, root, pool, args)
+    if args.floor:
+        with KafkaRun(worker_settings, base.kafka_bootstrap, root, args.workers, floor=True) as run:
+            run.warm_up(pool)
+            floor = run.run(pool[: int(args.rate * args.seconds)], args.rate, "floor")
+        say(describe(f"faust floor (same agent shape, no scoring), {args.rate:.0f}/s", floor))
 
     from batch.train import MLLIB_DIR
 

@@ -38,13 +38,11 @@ RAW = {"key_serializer": "raw", "value_serializer": "raw"}
 SWITCH_INTERVAL_S = 0.0005
 
 
-def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
-    """A Faust app scoring `settings.topic_score_requests` with `settings.scorer_concurrency` actors;
-    `drift_plot` names a PNG of live vs training scores written at shutdown."""
-    resolve_mode(settings.scorer_read_mode, "")  # a bad TRIPSCORE_SCORER_READ_MODE fails here, not per request
+def faust_app(settings: Settings) -> faust.App:
+    """The Faust app, without agents, with the worker's broker, group and producer settings."""
     datadir = settings.home / "faust" / settings.scorer_app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    return faust.App(
         settings.scorer_app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         store="memory://",
@@ -56,6 +54,13 @@ def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
         producer_linger_ms=0,
         topic_replication_factor=1,
     )
+
+
+def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
+    """A Faust app scoring `settings.topic_score_requests` with `settings.scorer_concurrency` actors;
+    `drift_plot` names a PNG of live vs training scores written at shutdown."""
+    resolve_mode(settings.scorer_read_mode, "")  # a bad TRIPSCORE_SCORER_READ_MODE fails here, not per request
+    app = faust_app(settings)
     requests = app.topic(settings.topic_score_requests, **RAW)
 
     @functools.cache
