@@ -170,7 +170,7 @@ def bench_tutorial(requests: list[dict], mllib: Path, settings: Settings) -> lis
 
 
 class FloorProcess(WorkerProcess):
-    """`bench/faust_echo.py` instead of the scorer: the same Faust agent shape, answering without scoring."""
+    """`bench/faust_echo.py` instead of the scorer: the same Faust app and agent, answering without scoring."""
 
     def __init__(self, settings: dict[str, Any], log_path: Path, loglevel: str = "warn") -> None:
         super().__init__(settings, log_path)
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         with KafkaRun(worker_settings, base.kafka_bootstrap, root, args.workers, floor=True) as run:
             run.warm_up(pool)
             floor = run.run(pool[: int(args.rate * args.seconds)], args.rate, "floor")
-        say(describe(f"faust floor (same agent shape, no scoring), {args.rate:.0f}/s", floor))
+        say(describe(f"faust floor (same app and agent, no scoring), {args.rate:.0f}/s", floor))
 
     from batch.train import MLLIB_DIR
 

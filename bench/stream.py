@@ -30,6 +30,7 @@ import numpy as np
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from tripscore.processes import ServiceProcess  # noqa: E402 - after the path fix
+from tripscore.topics import count_topic  # noqa: E402
 
 THROUGHPUT_TARGET_EPS = 20_000
 LAG_TARGET_S = 5.0
@@ -160,18 +161,6 @@ def wait_visible(store, drivers: list[str], total: int, timeout_s: float, job: S
     return seen[1] / 1000.0
 
 
-def dlq_count(bootstrap: str, topic: str) -> int:
-    """Messages in the DLQ topic."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        return sum(consumer.end_offsets(partitions).values())
-    finally:
-        consumer.close()
-
-
 def start_job(args: argparse.Namespace, settings: dict[str, object], workdir: Path) -> ServiceProcess:
     """`tripscore stream` in a subprocess (its own process group), logging to `<workdir>/stream.log`."""
     command = ["stream", "--checkpoint", str(workdir / "checkpoint"), "--metrics-port", "0",
@@ -233,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         job.stop(timeout=120)  # SIGTERM: the job stops between batches
     throughput = len(messages) / (done - first)
     p50, p99 = (float(x) / 1000 for x in np.percentile(sampler.lags_ms, [50, 99]))
-    dlq = dlq_count(settings.kafka_bootstrap, settings.topic_trip_events_dlq)
+    dlq = count_topic(settings.kafka_bootstrap, settings.topic_trip_events_dlq)
     rate = f"{args.rate:,.0f}/s" if args.rate else "max"
     print(f"\n{'':22}{'value':>12}  target")
     print(f"{'produce rate (ev/s)':22}{len(messages) / (produced - first):>12,.0f}  ({rate})")

@@ -24,7 +24,7 @@ from scorer.harness import Responses
 from tripscore import kafka_local
 from tripscore.config import Settings, load_settings
 from tripscore.processes import ServiceProcess, free_port, http_get, settings_env
-from tripscore.topics import broker_ready, create_topics, delete_topics
+from tripscore.topics import broker_ready, count_topic, create_topics, delete_topics
 
 TOPIC_SETTINGS = ("topic_trip_events", "topic_trip_events_dlq", "topic_score_requests", "topic_risk_scores")
 
@@ -226,18 +226,6 @@ class Demo:
         if self.started_broker:
             kafka_local.stop(self.settings)
 
-
-def count_topic(bootstrap: str, topic: str) -> int:
-    """How many messages a topic holds (end minus beginning offsets)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends, begins = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
-        return sum(ends[p] - begins[p] for p in partitions)
-    finally:
-        consumer.close()
 
 
 def run_demo(plan: DemoPlan, home: Path, settings: Settings) -> dict[str, Any]:

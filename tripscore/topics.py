@@ -1,4 +1,4 @@
-"""Kafka admin helpers: wait for a broker, create the SPEC topics idempotently, list partition counts."""
+"""Kafka admin helpers: wait for a broker, create the SPEC topics idempotently, list partitions, count messages."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import socket
 import time
 from collections.abc import Iterable
 
-from kafka import KafkaAdminClient
+from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from tripscore.config import Settings
@@ -120,3 +120,14 @@ def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
         doomed = [n for n in names if n in existing]
         if doomed:
             admin.delete_topics(doomed)
+
+
+def count_topic(bootstrap: str, topic: str) -> int:
+    """How many messages a topic holds (end minus beginning offsets)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends, begins = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)
+        return sum(ends[p] - begins[p] for p in partitions)
+    finally:
+        consumer.close()
