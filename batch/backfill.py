@@ -18,7 +18,7 @@ from batch.pointintime import driver_record, driver_runs
 from batch.sparkjob import read_event_log, sorted_by_driver, stage_progress
 from featurestore import open_store
 from featurestore.base import Record
-from tripscore.config import Settings
+from runtime.config import Settings
 
 COUNTS_SCHEMA = "written long, skipped long, events long"
 ArrowPartitionFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]

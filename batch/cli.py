@@ -10,9 +10,9 @@ from pathlib import Path
 
 from batch.options import DEFAULT_DATASET, DatasetError, TrainConfig
 from modelregistry.export import ModelError
+from runtime.config import Settings, load_settings
 from schemas.fields import parse_ts_ms
 from schemas.messages import encode
-from tripscore.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -81,7 +81,7 @@ def _events_path(settings: Settings, path: Path | None) -> Path:
 
 
 def _spark(settings: Settings, app: str):  # noqa: ANN202 - pyspark is imported lazily (slow to import)
-    from tripscore.spark import spark_session
+    from runtime.spark import spark_session
 
     started = time.perf_counter()
     spark = spark_session(settings, app)

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from features.fold import fold
 from featurestore import open_store
 from featurestore.base import OnlineStore
+from runtime.config import load_settings
 from schemas.features import BIN_NAMES
-from tripscore.config import load_settings
 
 if TYPE_CHECKING:
     import pyarrow.dataset as ds

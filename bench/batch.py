@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
     from batch.materialize import materialize
     from batch.train import train
     from featurestore import open_store
-    from tripscore.config import load_settings
-    from tripscore.spark import spark_session
+    from runtime.config import load_settings
+    from runtime.spark import spark_session
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     settings = load_settings(home=args.workdir, sqlite_path=args.workdir / "features.db",

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from faust.web import Request, Response, View
 
+from runtime.config import load_settings
 from scorer.app import faust_app
 from scorer.service import Origin, Outgoing
-from tripscore.config import load_settings
 
 ANSWER = b'{"strategy":"echo"}'
 

@@ -45,13 +45,13 @@ from features.derive import model_features
 from featurestore import OnlineStore, open_store
 from modelregistry.export import ModelExport
 from modelregistry.registry import active_version, load_export, promote
+from runtime.config import Settings, load_settings
+from runtime.topics import create_topics
 from schemas.features import MODEL_FEATURES
 from schemas.messages import decode_score_request, encode, score_response
 from scorer.harness import Responses, WorkerProcess
 from scorer.rank import Policy, rank_request
 from scorer.reader import READ_BINS, read_rows
-from tripscore.config import Settings, load_settings
-from tripscore.topics import create_topics
 
 RAMP = (100, 150, 200, 250, 300, 400, 500)
 TARGET_INPROC_P99_MS = 1.0
@@ -92,7 +92,7 @@ def train_tiny(events: pa.Table, folder: Path, settings: Settings) -> ModelExpor
     from batch.materialize import LABEL
     from batch.options import TrainConfig
     from batch.train import MLLIB_DIR, build_pipeline, to_export
-    from tripscore.spark import spark_session
+    from runtime.spark import spark_session
 
     batches = partition_examples(by_driver(events, PIT_COLUMNS), has_truth=False)
     examples = pa.Table.from_batches(list(batches)).to_pandas()
@@ -149,7 +149,7 @@ def bench_tutorial(requests: list[dict], mllib: Path, settings: Settings) -> lis
     """The tutorial's serving: the loaded MLlib model, one single-row Spark transform per candidate."""
     from pyspark.ml import PipelineModel
 
-    from tripscore.spark import spark_session
+    from runtime.spark import spark_session
 
     store = open_store(settings)
     spark = spark_session(settings, "bench-scorer-tutorial")

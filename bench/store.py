@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from features.fold import DAY_MS, DriverState
 from featurestore.base import OnlineStore, Record
+from runtime.config import load_settings
 from schemas.features import SERVED_BINS
-from tripscore.config import load_settings
 
 READ_BINS = (*SERVED_BINS, "_event_ms")
 TARGETS = {"sqlite": {"batch50_p99_ms": 0.3}, "aerospike": {"batch50_p99_ms": 1.0, "ratio_vs_raw": 1.2}}

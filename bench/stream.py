@@ -29,8 +29,8 @@ import numpy as np
 # bench/batch.py would shadow the `batch` package: drop this script's folder from the path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from tripscore.processes import ServiceProcess  # noqa: E402 - after the path fix
-from tripscore.topics import count_topic  # noqa: E402
+from runtime.processes import ServiceProcess  # noqa: E402 - after the path fix
+from runtime.topics import count_topic  # noqa: E402
 
 THROUGHPUT_TARGET_EPS = 20_000
 LAG_TARGET_S = 5.0
@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from featurestore import open_store
-    from tripscore.config import load_settings
-    from tripscore.topics import create_topics
+    from runtime.config import load_settings
+    from runtime.topics import create_topics
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)

@@ -34,8 +34,8 @@ from featurestore.records import (
     now_ms,
     prepare,
 )
+from runtime.config import Settings
 from schemas.features import RECORD_SET
-from tripscore.config import Settings
 
 DEFAULT_PORT = 3000
 CONNECT_TIMEOUT_MS = 1_000  # cluster tend / seed connect

@@ -6,7 +6,7 @@ import os
 import threading
 
 from featurestore.base import OnlineStore
-from tripscore.config import Settings, load_settings
+from runtime.config import Settings, load_settings
 
 BACKENDS = ("sqlite", "aerospike")
 

@@ -7,7 +7,7 @@ import json
 
 from modelregistry.export import ModelError
 from modelregistry.registry import describe_versions, promote
-from tripscore.config import load_settings
+from runtime.config import load_settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:

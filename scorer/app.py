@@ -29,10 +29,10 @@ from faust.web import Request, Response, View
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from featurestore import close_stores, open_store
+from runtime.config import Settings, load_settings
 from scorer import metrics
 from scorer.reader import resolve_mode
 from scorer.service import Origin, Outgoing, Scorer
-from tripscore.config import Settings, load_settings
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.0005

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from runtime.config import load_settings
 from scorer.reader import READ_MODES
-from tripscore.config import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-from tripscore.processes import ServiceProcess, free_port, http_get
+from runtime.processes import ServiceProcess, free_port, http_get
 
 __all__ = ["Responses", "WorkerProcess", "free_port"]
 

@@ -12,9 +12,9 @@ import numpy as np
 from features.derive import model_features, record_status
 from featurestore.base import FeatureRow
 from modelregistry.export import ModelExport
+from runtime.config import Settings
 from schemas.features import MODEL_FEATURES
 from schemas.messages import ranked_candidate
-from tripscore.config import Settings
 
 STORE_ERROR = "store_error"
 STORE_TIMEOUT = "store_timeout"

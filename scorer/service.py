@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from featurestore.base import OnlineStore
+from runtime.config import Settings
 from schemas.messages import dead_letter, decode_json, decode_score_request, encode, error_response, score_response
 from scorer import metrics
 from scorer.drift import DriftMonitor
 from scorer.model_watch import ActiveModel
 from scorer.rank import SCORER_ERROR, Policy, Ranking, distance_only, rank_request
 from scorer.reader import FeatureReader
-from tripscore.config import Settings
 
 log = logging.getLogger(__name__)
 DLQ_STAGE = "score"

@@ -8,7 +8,7 @@ import signal
 import threading
 from pathlib import Path
 
-from tripscore.config import load_settings
+from runtime.config import load_settings
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _stream(args: argparse.Namespace) -> int:
+    from runtime.spark import spark_session
     from streaming.job import LAUNCH_CONF, StreamOptions, run, stream_conf
-    from tripscore.spark import spark_session
 
     settings = load_settings()
     options = StreamOptions.from_settings(

@@ -15,11 +15,11 @@ from pyspark.sql.streaming.listener import QueryProgressEvent
 from pyspark.sql.streaming.state import GroupStateTimeout
 
 from featurestore import open_store
+from runtime.config import Settings
 from streaming.metrics import StreamMetrics
 from streaming.parse import PARSED_SCHEMA, RAW_COLUMNS, parse_batches
 from streaming.sink import Sink
 from streaming.stateful import OUTPUT_SCHEMA, STATE_SCHEMA, update_function
-from tripscore.config import Settings
 
 log = logging.getLogger(__name__)
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"

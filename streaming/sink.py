@@ -14,9 +14,9 @@ from kafka import KafkaProducer
 from pyspark.sql import DataFrame
 
 from featurestore import open_store
+from runtime.config import Settings
 from streaming.metrics import SinkStats, lag_quantiles
 from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD
-from tripscore.config import Settings
 
 SEND_TIMEOUT_S = 30.0
 

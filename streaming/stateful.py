@@ -11,11 +11,11 @@ from pyspark.sql.streaming.state import GroupState
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 from featurestore import open_store
+from runtime.config import Settings
 from schemas.features import BIN_NAMES
 from schemas.messages import dead_letter, decode_trip_event, encode
 from streaming.driver_state import LATE_FIELD, advance
 from streaming.parse import INVALID_KEY, PackedEvent, unpack
-from tripscore.config import Settings
 
 RECORD, INVALID, LATE, DUPLICATE = "record", "invalid", "late", "duplicate"
 OUTPUT_SCHEMA = StructType([  # few columns: each costs a pandas conversion per driver and batch

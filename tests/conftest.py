@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tripscore import kafka_local
-from tripscore.config import load_settings
-from tripscore.topics import admin_client, broker_ready, create_topics, ensure_topics
+from runtime import kafka_local
+from runtime.config import load_settings
+from runtime.topics import admin_client, broker_ready, create_topics, ensure_topics
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -101,8 +101,8 @@ def aerospike_hosts() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def spark() -> Iterator[SparkSession]:
-    """One local SparkSession with the Kafka connector for the session (tripscore.spark defaults)."""
-    from tripscore.spark import spark_session
+    """One local SparkSession with the Kafka connector for the session (runtime.spark defaults)."""
+    from runtime.spark import spark_session
 
     session = spark_session(load_settings(), "tripscore-tests")
     yield session

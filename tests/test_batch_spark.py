@@ -29,9 +29,9 @@ from featurestore.base import OnlineStore
 from featurestore.metadata import Dataset, FeatureGroup
 from modelregistry.export import ModelExport
 from modelregistry.registry import active_version
+from runtime.config import Settings, load_settings
 from schemas.features import MODEL_FEATURES
 from tripscore.cli import main
-from tripscore.config import Settings, load_settings
 
 pytestmark = pytest.mark.spark
 

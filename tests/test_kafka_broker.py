@@ -13,9 +13,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
+from runtime.config import load_settings
+from runtime.topics import ensure_topics, spec_topics
 from tripscore import cli
-from tripscore.config import load_settings
-from tripscore.topics import ensure_topics, spec_topics
 
 pytestmark = pytest.mark.kafka
 

@@ -14,13 +14,13 @@ from scorer_helpers import HISTOGRAM, PRIOR, TS_MS, driver_record, expected_risk
 
 from featurestore.base import FeatureRow, OnlineStore, StoreError
 from featurestore.sqlite import SQLiteStore
+from runtime.config import Settings
 from schemas.messages import decode_score_request, encode
 from scorer.drift import DriftMonitor, psi, training_bins
 from scorer.model_watch import ActiveModel
 from scorer.rank import NO_FEATURES, NO_MODEL, STORE_ERROR, STORE_TIMEOUT, Policy, rank_request
 from scorer.reader import READ_BINS, FeatureReader, read_rows
 from scorer.service import Origin, Scorer
-from tripscore.config import Settings
 
 POLICY = Policy(redispatch_penalty_min=5.0, max_feature_age_ms=86_400_000)
 

@@ -13,11 +13,11 @@ from scorer_helpers import PRIOR, driver_record, expected_risk, make_model, save
 
 from featurestore.base import FeatureRow
 from featurestore.sqlite import SQLiteStore
+from runtime.topics import admin_client, create_topics
 from schemas.messages import decode_score_request, encode
 from scorer.harness import Responses, WorkerProcess, free_port
 from scorer.rank import Policy, rank_request
 from scorer.reader import READ_BINS
-from tripscore.topics import admin_client, create_topics
 
 pytestmark = pytest.mark.kafka
 V1, V2, V3 = (f"trip_decline_risk_lr_v{n}" for n in (1, 2, 3))

@@ -8,7 +8,7 @@ import pytest
 
 from featurestore.aerospike import _newer_than_stored_expr, client_config, error_for, newer_than_stored, parse_hosts
 from featurestore.base import BadInput, StoreError, StoreTimeout, StoreUnavailable
-from tripscore.config import load_settings
+from runtime.config import load_settings
 
 
 def test_filled_template_equals_a_fresh_compile() -> None:

@@ -15,9 +15,9 @@ import pytest
 from features.fold import DriverState
 from featurestore import close_stores, open_store
 from featurestore.sqlite import SQLiteStore
+from runtime.config import load_settings
 from schemas.features import BIN_NAMES, MODEL_FEATURES
 from tripscore.cli import main
-from tripscore.config import load_settings
 
 NOW_MS = int(time.time() * 1000)
 

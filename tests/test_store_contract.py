@@ -21,8 +21,8 @@ from featurestore.aerospike import AerospikeStore
 from featurestore.base import BadInput, OnlineStore, StoreUnavailable
 from featurestore.metadata import Dataset, Feature, FeatureGroup, MetadataRecord, register_feature_metadata
 from featurestore.sqlite import SQLiteStore
+from runtime.config import Settings, load_settings
 from schemas.features import BIN_NAMES, BINS, SERVED_BINS
-from tripscore.config import Settings, load_settings
 
 TEST_SET_PREFIX = "test-"  # Aerospike tests use their own sets; ids are unique per test and deleted afterwards
 READ_BINS = (*SERVED_BINS, "_event_ms")

@@ -18,10 +18,10 @@ from kafka import KafkaConsumer, KafkaProducer
 from batch.generate import generate_city
 from features.fold import fold
 from featurestore import open_store
+from runtime.config import Settings, load_settings
 from schemas.features import BIN_NAMES
 from schemas.messages import encode
 from streaming.job import StreamOptions, run
-from tripscore.config import Settings, load_settings
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 

@@ -20,11 +20,11 @@ import numpy as np
 from batch.consistency import check_consistency, sample_driver_ids
 from featurestore import close_stores, open_store
 from modelregistry.registry import active_version, load_export
+from runtime import kafka_local
+from runtime.config import Settings, load_settings
+from runtime.processes import ServiceProcess, free_port, http_get, settings_env
+from runtime.topics import broker_ready, count_topic, create_topics, delete_topics
 from scorer.harness import Responses
-from tripscore import kafka_local
-from tripscore.config import Settings, load_settings
-from tripscore.processes import ServiceProcess, free_port, http_get, settings_env
-from tripscore.topics import broker_ready, count_topic, create_topics, delete_topics
 
 TOPIC_SETTINGS = ("topic_trip_events", "topic_trip_events_dlq", "topic_score_requests", "topic_risk_scores")
 

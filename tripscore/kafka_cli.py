@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from tripscore import kafka_local
-from tripscore.config import Settings, load_settings
-from tripscore.topics import broker_ready, ensure_topics, spec_topics, topic_partitions
+from runtime import kafka_local
+from runtime.config import Settings, load_settings
+from runtime.topics import broker_ready, ensure_topics, spec_topics, topic_partitions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

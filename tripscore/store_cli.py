@@ -14,8 +14,8 @@ from features.derive import STORE_FEATURE_COUNT, model_features, record_status
 from featurestore import StoreError, open_store
 from featurestore.metadata import register_feature_metadata
 from featurestore.records import now_ms
+from runtime.config import Settings, load_settings
 from schemas.features import BIN_NAMES, MODEL_FEATURES
-from tripscore.config import Settings, load_settings
 
 STORE_FEATURES = MODEL_FEATURES[:STORE_FEATURE_COUNT]
 REQUEST_FEATURES = MODEL_FEATURES[STORE_FEATURE_COUNT:]

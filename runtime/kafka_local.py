@@ -14,9 +14,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from tripscore.config import Settings
-from tripscore.jars import jar_files
-from tripscore.topics import broker_ready
+from runtime.config import Settings
+from runtime.jars import jar_files
+from runtime.topics import broker_ready
 
 log = logging.getLogger(__name__)
 

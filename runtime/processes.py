@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from tripscore.config import ENV_PREFIX
+from runtime.config import ENV_PREFIX
 
 
 def free_port() -> int:

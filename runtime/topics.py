@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from tripscore.config import Settings
+from runtime.config import Settings
 
 log = logging.getLogger(__name__)
 

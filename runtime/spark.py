@@ -10,8 +10,8 @@ from pathlib import Path
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
-from tripscore.config import Settings
-from tripscore.jars import jar_files
+from runtime.config import Settings
+from runtime.jars import jar_files
 
 log = logging.getLogger(__name__)
 
