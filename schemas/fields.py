@@ -52,22 +52,38 @@ class Field:
         return self.required(message) if callable(self.required) else self.required
 
 
+TS_MAX_MS = 10**14
+"""Timestamps are epoch milliseconds in [0, TS_MAX_MS): 1970 to the year 5138, whichever way they are written."""
+
+
 def parse_ts_ms(value: Any) -> int | None:
     """Epoch milliseconds from epoch-ms (number) or ISO-8601 with an offset; None when not a valid time."""
     kind = type(value)
     if kind is int:
-        return value if 0 <= value < 10**14 else None
+        return value if 0 <= value < TS_MAX_MS else None
     if kind is float:
-        return int(value) if math.isfinite(value) and 0 <= value < 1e14 and value == int(value) else None
+        return int(value) if math.isfinite(value) and 0 <= value < TS_MAX_MS and value == int(value) else None
     if kind is str and 10 <= len(value) <= 40:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1) if value.endswith("Z") else value)
-        except ValueError:
+            if parsed.tzinfo is None:
+                return None
+            ts_ms = int(round(parsed.timestamp() * 1000))
+        except (ValueError, OverflowError):  # not a time, or one whose offset moves it out of datetime's range
             return None
-        if parsed.tzinfo is None:
-            return None
-        return int(round(parsed.timestamp() * 1000))
+        return ts_ms if 0 <= ts_ms < TS_MAX_MS else None
     return None
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether `text` holds a UTF-16 surrogate JSON let through (`"\\ud800"`): not Unicode, so not encodable."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 Check = tuple[Any, str | None]
@@ -113,6 +129,8 @@ def _str_checker(spec: Field) -> Checker:
     def check(value: Any) -> Check:
         if not isinstance(value, str):
             return None, f"expected a string, got {type(value).__name__}"
+        if has_lone_surrogate(value):
+            return None, "is not valid Unicode (a lone UTF-16 surrogate)"
         if len(value) < min_len:
             return None, f"must have at least {min_len} character(s)"
         if max_len is not None and len(value) > max_len:
@@ -141,7 +159,7 @@ def _ts_checker(spec: Field) -> Checker:
     def check(value: Any) -> Check:
         ts_ms = parse_ts_ms(value)
         if ts_ms is None:
-            return None, "expected ISO-8601 with an offset or epoch milliseconds"
+            return None, "expected ISO-8601 with an offset or epoch milliseconds, from 1970 up to epoch ms 10^14"
         return ts_ms, None
 
     return check
