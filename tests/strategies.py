@@ -46,7 +46,8 @@ timestamps = st.one_of(
 hostile_numbers = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(-(10**30), 10**30),
-    st.sampled_from([0, -0.0, 1, 5, 5.000001, 0.999999, 1e-320, 1.7976931348623157e308, 10**400, -(10**400)]),
+    st.sampled_from([0, -0.0, 1, 5, 5.000001, 0.999999, 1e-320, 1.7976931348623157e308]),
+    st.sampled_from([400, -400]).map(lambda exponent: (10 ** abs(exponent)) * (1 if exponent > 0 else -1)),
 )
 json_scalars = st.one_of(st.none(), st.booleans(), hostile_numbers, any_text)
 json_values = st.recursive(
@@ -158,9 +159,11 @@ def structural_extremes() -> st.SearchStrategy[bytes]:
         depth.map(lambda n: b"[" * n + b"]" * n),
         depth.map(lambda n: b'{"a":' * n + b"1" + b"}" * n),
         depth.map(lambda n: b"[" * n),
-        st.sampled_from([b"1" * 5000, b'{"ts": ' + b"9" * 5000 + b"}", b'"\\ud800"', b'{"event_id": "\\udfff"}',
+        st.sampled_from([5000]).map(lambda n: b"1" * n),
+        st.sampled_from([5000]).map(lambda n: b'{"ts": ' + b"9" * n + b"}"),
+        st.sampled_from([b'"\\ud800"', b'{"event_id": "\\udfff"}',
                          b"\x00", b"\xef\xbb\xbf{}", b"{}" * 10, b"NaN", b"-Infinity", b"null", b"  ", b"\xc3\x28"]),
-        st.integers(1_000_000, 3_000_000).map(lambda n: b'{"event_id": "' + b"x" * n + b'"}'),
+        st.integers(600_000, 1_000_000).map(lambda n: b'{"event_id": "' + b"x" * n + b'"}'),  # still one Kafka message
         st.binary(max_size=200),
     )
 
