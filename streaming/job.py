@@ -16,6 +16,7 @@ from pyspark.sql.streaming.state import GroupStateTimeout
 
 from featurestore import open_store
 from runtime.config import Settings
+from runtime.kafka_clients import spark_kafka_options
 from streaming.metrics import StreamMetrics
 from streaming.parse import PARSED_SCHEMA, RAW_COLUMNS, parse_batches
 from streaming.sink import Sink
@@ -80,7 +81,7 @@ def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions
     """The streaming DataFrame of per-driver outputs (records, dead letters, duplicate counts)."""
     raw = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .options(**spark_kafka_options(settings))
         .option("subscribe", options.topic)
         .option("startingOffsets", options.starting_offsets)
         .option("maxOffsetsPerTrigger", options.max_offsets_per_trigger)
@@ -163,7 +164,7 @@ def run(spark: SparkSession, settings: Settings, options: StreamOptions,
     """Run until the query ends (AvailableNow) or `stop` is set; raises the query's failure."""
     settings = settings.with_overrides(sqlite_path=settings.sqlite_file.resolve())  # executors open it too
     open_store(settings)  # fail fast, and create a new SQLite file before executors race to
-    metrics = StreamMetrics(options.metrics_port)
+    metrics = StreamMetrics(options.metrics_port, settings.web_bind)
     sink = Sink(settings, options.write_batch, metrics.observe_sink)
     session = stream_session(spark, options)
     query = start(session, settings, options, sink)

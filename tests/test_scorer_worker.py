@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import uuid
@@ -13,6 +14,8 @@ from scorer_helpers import PRIOR, driver_record, expected_risk, make_model, save
 
 from featurestore.base import FeatureRow
 from featurestore.sqlite import SQLiteStore
+from runtime.config import Settings
+from runtime.kafka_clients import producer_options
 from runtime.topics import admin_client, create_topics
 from schemas.messages import decode_score_request, encode
 from scorer.harness import Responses, WorkerProcess, free_port
@@ -26,25 +29,26 @@ V1, V2, V3 = (f"trip_decline_risk_lr_v{n}" for n in (1, 2, 3))
 class Deployment:
     """Unique topics and consumer group, a store file, a models folder, a worker and response listeners."""
 
-    def __init__(self, bootstrap: str, root: Path) -> None:
+    def __init__(self, kafka: Settings, root: Path) -> None:
         tag = uuid.uuid4().hex[:8]
-        self.bootstrap, self.root = bootstrap, root
+        self.kafka, self.root = kafka, root
         self.topics = {name: f"{name}-{tag}" for name in ("score-requests", "risk-scores", "score-dlq")}
-        create_topics(bootstrap, self.topics.values(), partitions=4)
+        create_topics(kafka, self.topics.values(), partitions=4)
         self.models = root / "models"
         self.models.mkdir()
         with SQLiteStore(root / "features.db") as store:
             store.write([driver_record("a", 0.9), driver_record("b", 0.1), driver_record("c", 0.0)])
         self.settings = {
-            "kafka_bootstrap": bootstrap, "home": root, "sqlite_path": root / "features.db", "models_dir": self.models,
+            **{name: value for name, value in dataclasses.asdict(kafka).items() if name.startswith("kafka_")},
+            "home": root, "sqlite_path": root / "features.db", "models_dir": self.models,
             "topic_score_requests": self.topics["score-requests"], "topic_risk_scores": self.topics["risk-scores"],
             "topic_score_dlq": self.topics["score-dlq"], "scorer_app_id": f"scorer-test-{tag}", "model_poll_s": 0.2,
             "scorer_instance_id": f"worker-{tag}",
         }
         self.web_port = free_port()  # kept across restarts: static membership hands back the old member's metadata
-        self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
-        self.responses = Responses(bootstrap, self.topics["risk-scores"])
-        self.dead_letters = Responses(bootstrap, self.topics["score-dlq"])
+        self.producer = KafkaProducer(**producer_options(kafka), linger_ms=0)
+        self.responses = Responses(kafka, self.topics["risk-scores"])
+        self.dead_letters = Responses(kafka, self.topics["score-dlq"])
         self.worker = self.start_worker()
 
     def start_worker(self) -> WorkerProcess:
@@ -76,13 +80,13 @@ class Deployment:
         self.producer.close()
         self.responses.close()
         self.dead_letters.close()
-        with admin_client(self.bootstrap) as admin:
+        with admin_client(self.kafka) as admin:
             admin.delete_topics(list(self.topics.values()), raise_errors=False)
 
 
 @pytest.fixture(scope="module")
-def deployment(kafka_bootstrap, tmp_path_factory):
-    deployed = Deployment(kafka_bootstrap, tmp_path_factory.mktemp("scorer"))
+def deployment(kafka_settings, tmp_path_factory):
+    deployed = Deployment(kafka_settings, tmp_path_factory.mktemp("scorer"))
     yield deployed
     deployed.close()
 
@@ -192,8 +196,8 @@ def test_metrics_and_health(deployment):
     assert 'tripscore_scorer_fallbacks_total{reason="no_model"} 0.0' not in text
 
 
-def test_sigkill_under_load_loses_no_request(kafka_bootstrap, tmp_path):
-    deployment = Deployment(kafka_bootstrap, tmp_path)
+def test_sigkill_under_load_loses_no_request(kafka_settings, tmp_path):
+    deployment = Deployment(kafka_settings, tmp_path)
     try:
         deployment.serve(V1)
         ids = [f"load-{i}" for i in range(600)]
