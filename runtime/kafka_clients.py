@@ -35,6 +35,12 @@ def bootstrap_list(settings: Settings) -> list[str]:
     return [server.strip() for server in settings.kafka_bootstrap.split(",") if server.strip()]
 
 
+def host_port(server: str) -> tuple[str, int]:
+    """Host and port of one `host:port` bootstrap entry (an IPv6 host in brackets); ValueError when malformed."""
+    host, _, port = server.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def security_protocol(settings: Settings) -> str:
     """`TRIPSCORE_KAFKA_SECURITY_PROTOCOL`, checked together with the SASL and TLS settings it needs."""
     protocol = settings.kafka_security_protocol.upper()
@@ -150,9 +156,8 @@ def check_access(settings: Settings, timeout_s: float = 10.0) -> None:
         conn.close()
 
     for server in servers:
-        host, _, port = server.rpartition(":")
         try:
-            asyncio.run(log_in(host.strip("[]"), int(port)))
+            asyncio.run(log_in(*host_port(server)))
             return
         except ssl.SSLCertVerificationError as exc:
             raise KafkaAccessError(f"the Kafka broker at {server} presented a certificate that is not trusted "
@@ -160,7 +165,7 @@ def check_access(settings: Settings, timeout_s: float = 10.0) -> None:
         except ssl.SSLError as exc:
             raise KafkaAccessError(f"TLS handshake with the Kafka broker at {server} failed ({exc.reason}): check "
                                    "TRIPSCORE_KAFKA_SECURITY_PROTOCOL and the TLS settings") from None
-        except (TimeoutError, KafkaConnectionError, OSError):
+        except (TimeoutError, KafkaConnectionError, OSError, ValueError):
             continue
         except KafkaError as exc:
             raise KafkaAccessError(f"the Kafka broker at {server} refused the {options.get('sasl_mechanism', '')} "
@@ -170,8 +175,14 @@ def check_access(settings: Settings, timeout_s: float = 10.0) -> None:
 
 def jaas_config(settings: Settings) -> str:
     """The JAAS login line of Java clients (Spark's connector, the local broker's own) for the SASL user."""
-    return (f'{LOGIN_MODULES[settings.kafka_sasl_mechanism]} required '
-            f'username="{settings.kafka_sasl_username}" password="{settings.kafka_sasl_password}";')
+    return (f"{LOGIN_MODULES[settings.kafka_sasl_mechanism]} required "
+            f"username={_jaas_quoted(settings.kafka_sasl_username)} "
+            f"password={_jaas_quoted(settings.kafka_sasl_password)};")
+
+
+def _jaas_quoted(value: str) -> str:
+    """A JAAS option value in double quotes, its backslashes and quotes escaped."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def spark_kafka_options(settings: Settings) -> dict[str, str]:

@@ -11,7 +11,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from runtime.config import Settings
-from runtime.kafka_clients import bootstrap_list, kafka_python_options
+from runtime.kafka_clients import bootstrap_list, host_port, kafka_python_options
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +41,8 @@ def admin_client(settings: Settings, timeout_s: float = 10.0) -> KafkaAdminClien
 def _any_port_open(settings: Settings, timeout_s: float) -> bool:
     """True when some `host:port` of the bootstrap list accepts a TCP connection (cheap pre-check)."""
     for server in bootstrap_list(settings):
-        host, _, port = server.rpartition(":")
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            with socket.create_connection(host_port(server), timeout=timeout_s):
                 return True
         except (OSError, ValueError):
             continue

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import ssl
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from runtime import kafka_local, kafka_secure
 from runtime.config import Settings, load_settings
 from runtime.kafka_clients import (
     KafkaAccessError,
+    jaas_config,
     kafka_python_options,
     producer_options,
     security_protocol,
@@ -36,6 +38,7 @@ from runtime.kafka_clients import (
     ssl_context,
 )
 from runtime.processes import free_port, http_get, settings_env
+from runtime.spark import default_conf
 from runtime.topics import create_topics
 from schemas.features import BIN_NAMES
 from schemas.messages import encode
@@ -122,11 +125,15 @@ def test_security_settings_become_each_clients_options() -> None:
         "kafka.sasl.jaas.config": 'org.apache.kafka.common.security.scram.ScramLoginModule required '
                                   f'username="tripscore-test" password="{PASSWORD}";',
     }
+    quoted = jaas_config(settings.with_overrides(kafka_sasl_password='a"b\\c'))
+    assert quoted.endswith('password="a\\"b\\\\c";'), quoted
     plain = load_settings(kafka_bootstrap="a:1")
     assert kafka_python_options(plain) == {"bootstrap_servers": ["a:1"], "security_protocol": "PLAINTEXT"}
     assert producer_options(plain)["acks"] == "all" and producer_options(plain)["enable_idempotence"]
     app = faust_app(load_settings(home=Path("/tmp"), kafka_bootstrap="a:1", **SECURE), lambda *_: [])
     assert app.conf.broker_credentials.password == PASSWORD and app.conf.producer_acks == -1
+    redaction = re.compile(default_conf(settings)["spark.redaction.regex"])
+    assert all(redaction.search(key) for key in ("kafka.ssl.keystore.key", "spark.some.password"))
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
