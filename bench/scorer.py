@@ -46,6 +46,7 @@ from featurestore import OnlineStore, open_store
 from modelregistry.export import ModelExport
 from modelregistry.registry import active_version, load_export, promote
 from runtime.config import Settings, load_settings
+from runtime.kafka_clients import aiokafka_producer_options
 from runtime.topics import create_topics
 from schemas.features import MODEL_FEATURES
 from schemas.messages import decode_score_request, encode, score_response
@@ -181,12 +182,12 @@ class FloorProcess(WorkerProcess):
 class KafkaRun:
     """A worker subprocess on fresh topics, a paced producer and a response listener."""
 
-    def __init__(self, settings: dict[str, Any], bootstrap: str, root: Path, workers: int = 1,
+    def __init__(self, settings: dict[str, Any], kafka: Settings, root: Path, workers: int = 1,
                  floor: bool = False) -> None:
-        self.bootstrap = bootstrap
+        self.kafka = kafka
         tag = uuid.uuid4().hex[:8]
         self.requests_topic, responses_topic = f"bench-score-requests-{tag}", f"bench-risk-scores-{tag}"
-        create_topics(bootstrap, [self.requests_topic, responses_topic, f"bench-dlq-{tag}"], partitions=4)
+        create_topics(kafka, [self.requests_topic, responses_topic, f"bench-dlq-{tag}"], partitions=4)
         worker_settings = {**settings, "topic_score_requests": self.requests_topic,
                            "topic_risk_scores": responses_topic, "topic_score_dlq": f"bench-dlq-{tag}",
                            "scorer_app_id": f"bench-scorer-{tag}"}
@@ -197,7 +198,7 @@ class KafkaRun:
         ]
         for worker in self.workers:
             worker.wait_ready()
-        self.responses = Responses(bootstrap, responses_topic)
+        self.responses = Responses(kafka, responses_topic)
 
     async def send_paced(self, requests: list[dict], rate: float, label: str) -> tuple[dict[str, float], float]:
         """Send `requests` at `rate`/s with fresh ids: {request_id: perf_counter at send}, and the seconds taken.
@@ -206,7 +207,7 @@ class KafkaRun:
         """
         from aiokafka import AIOKafkaProducer
 
-        producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=0, acks=1)
+        producer = AIOKafkaProducer(**aiokafka_producer_options(self.kafka), linger_ms=0)
         await producer.start()
         try:
             sent: dict[str, float] = {}
@@ -268,18 +269,18 @@ def describe(name: str, step: dict[str, Any]) -> str:
             f"ms/request {step['strategies']}")
 
 
-def kafka_runs(settings: dict[str, Any], bootstrap: str, root: Path, pool: list[dict], args: argparse.Namespace,
+def kafka_runs(settings: dict[str, Any], kafka: Settings, root: Path, pool: list[dict], args: argparse.Namespace,
                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The main run per read mode, then a ramp (fresh worker and topics, first mode) up to the first missed step."""
     modes = args.read_modes.split(",")
     main_runs = {}
     for mode in modes:
-        with KafkaRun({**settings, "scorer_read_mode": mode}, bootstrap, root, args.workers) as run:
+        with KafkaRun({**settings, "scorer_read_mode": mode}, kafka, root, args.workers) as run:
             run.warm_up(pool)
             main_runs[mode] = run.run(pool[: int(args.rate * args.seconds)], args.rate, f"main-{mode}")
             say(describe(f"kafka, read {mode}, {args.rate:.0f}/s for {args.seconds:.0f} s", main_runs[mode]))
     ramp: list[dict[str, Any]] = []
-    with KafkaRun({**settings, "scorer_read_mode": modes[0]}, bootstrap, root, args.workers) as run:
+    with KafkaRun({**settings, "scorer_read_mode": modes[0]}, kafka, root, args.workers) as run:
         run.warm_up(pool)
         for rate in RAMP:
             ramp.append(run.run(pool[: int(rate * args.ramp_seconds)], rate, f"ramp{rate}"))
@@ -334,9 +335,9 @@ def main(argv: list[str] | None = None) -> int:
         f"p99 {percentile(core, 99):.3f})")
     worker_settings = {"kafka_bootstrap": base.kafka_bootstrap, "home": root, "sqlite_path": settings.sqlite_file,
                        "models_dir": settings.models_dir, "scorer_concurrency": settings.scorer_concurrency}
-    main_run, ramp = kafka_runs(worker_settings, base.kafka_bootstrap, root, pool, args)
+    main_run, ramp = kafka_runs(worker_settings, base, root, pool, args)
     if args.floor:
-        with KafkaRun(worker_settings, base.kafka_bootstrap, root, args.workers, floor=True) as run:
+        with KafkaRun(worker_settings, base, root, args.workers, floor=True) as run:
             run.warm_up(pool)
             floor = run.run(pool[: int(args.rate * args.seconds)], args.rate, "floor")
         say(describe(f"faust floor (same app and agent, no scoring), {args.rate:.0f}/s", floor))

@@ -16,6 +16,8 @@ from runtime.jars import jar_files
 log = logging.getLogger(__name__)
 
 KAFKA_PROVIDER = "org.apache.spark.sql.kafka010.KafkaSourceProvider"
+REDACTION = r"(?i)secret|password|token|access[.]?key|keystore[.]key"
+"""Spark's default redaction pattern plus the Kafka connector's client key (`kafka.ssl.keystore.key`, a PEM)."""
 
 
 def _jvm_running() -> bool:
@@ -35,6 +37,7 @@ def default_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
+        "spark.redaction.regex": REDACTION,
     }
 
 

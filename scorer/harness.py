@@ -13,6 +13,8 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
+from runtime.config import Settings
+from runtime.kafka_clients import aiokafka_options
 from runtime.processes import ServiceProcess, free_port, http_get
 
 __all__ = ["Responses", "WorkerProcess", "free_port"]
@@ -53,23 +55,23 @@ class Responses:
     (kafka-python's pure-Python parsing cost the benchmark's client as much CPU as the worker itself).
     """
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, settings: Settings, topic: str) -> None:
         self.arrived: dict[str, float] = {}  # key -> perf_counter of the first arrival
         self._values: dict[str, list[bytes]] = defaultdict(list)
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"responses-{topic}", daemon=True)
         self._thread.start()
-        self._consumer = self._call(self._start(bootstrap, topic))
+        self._consumer = self._call(self._start(settings, topic))
         self._reader = asyncio.run_coroutine_threadsafe(self._read(), self._loop)
 
     def _call(self, coroutine: Any, timeout: float = 60.0) -> Any:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     @staticmethod
-    async def _start(bootstrap: str, topic: str) -> AIOKafkaConsumer:
+    async def _start(settings: Settings, topic: str) -> AIOKafkaConsumer:
         # no group: every partition is read, from the earliest offset
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+        consumer = AIOKafkaConsumer(topic, **aiokafka_options(settings), group_id=None, enable_auto_commit=False,
                                     auto_offset_reset="earliest", fetch_max_wait_ms=5, request_timeout_ms=30_000)
         await consumer.start()
         return consumer

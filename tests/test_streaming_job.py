@@ -24,6 +24,7 @@ from batch.generate import generate_city
 from features.fold import fold
 from featurestore import open_store
 from runtime.config import Settings, load_settings
+from runtime.kafka_clients import kafka_python_options, producer_options
 from runtime.processes import ServiceProcess
 from runtime.retry import GaveUp
 from schemas.features import BIN_NAMES
@@ -55,7 +56,7 @@ def settings(kafka_bootstrap: str, new_topic, tmp_path: Path) -> Settings:
 
 def produce(settings: Settings, messages: list[dict | tuple[bytes, bytes]]) -> None:
     """Send dicts (keyed by driver) or raw (key, value) pairs, in order."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
+    producer = KafkaProducer(**producer_options(settings), linger_ms=5)
     for message in messages:
         key, value = message if isinstance(message, tuple) else (message["driver_id"].encode(), encode(message))
         producer.send(settings.topic_trip_events, key=key, value=value)
@@ -75,7 +76,7 @@ def records(settings: Settings, ids: list[str]) -> dict[str, dict | None]:
 
 
 def dead_letters(settings: Settings, expected: int, timeout_s: float = 30.0) -> list[tuple[bytes, dict]]:
-    consumer = KafkaConsumer(settings.topic_trip_events_dlq, bootstrap_servers=settings.kafka_bootstrap,
+    consumer = KafkaConsumer(settings.topic_trip_events_dlq, **kafka_python_options(settings),
                              auto_offset_reset="earliest", consumer_timeout_ms=2000)
     letters, deadline = [], time.monotonic() + timeout_s
     while len(letters) < expected and time.monotonic() < deadline:

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from runtime.kafka_clients import KafkaAccessError
 from tripscore import __version__
 
 # Modules that expose `register(subparsers)`; each adds its subcommands with `set_defaults(func=...)`.
@@ -23,6 +24,8 @@ COMMAND_MODULES = (
 )
 
 NOISY_LOGGERS = ("kafka", "aiokafka", "py4j")
+WIRE_LOGGERS = ("kafka.protocol", "kafka.net.connection", "aiokafka.conn")
+"""Request dumps of the Kafka clients: at DEBUG they print SASL tokens (a PLAIN password in clear), never shown."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for chatty in NOISY_LOGGERS:
         logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
-    return int(args.func(args) or 0)
+    for wire in WIRE_LOGGERS:
+        logging.getLogger(wire).setLevel(logging.INFO if args.verbose else logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except KafkaAccessError as exc:
+        print(f"tripscore {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

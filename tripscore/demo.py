@@ -22,6 +22,7 @@ from featurestore import close_stores, open_store
 from modelregistry.registry import active_version, load_export
 from runtime import kafka_local
 from runtime.config import Settings, load_settings
+from runtime.kafka_clients import check_access, producer_options
 from runtime.processes import ServiceProcess, free_port, http_get, settings_env
 from runtime.topics import broker_ready, count_topic, create_topics, delete_topics
 from scorer.harness import Responses
@@ -83,11 +84,12 @@ class Demo:
         """A clean demo folder, the broker up and fresh demo topics."""
         shutil.rmtree(self.home, ignore_errors=True)
         self.home.mkdir(parents=True)
-        if not broker_ready(self.settings.kafka_bootstrap):
+        check_access(self.settings)
+        if not broker_ready(self.settings):
             print(f"== starting the local Kafka broker on {self.settings.kafka_bootstrap}", flush=True)
             kafka_local.up(self.settings)
             self.started_broker = True
-        create_topics(self.settings.kafka_bootstrap, self.topics.values(), self.settings.kafka_partitions)
+        create_topics(self.settings, self.topics.values(), self.settings.kafka_partitions)
 
     def batch(self) -> None:
         """History into the store and a promoted model."""
@@ -119,15 +121,15 @@ class Demo:
         settings = self.demo_settings
         live = read_events(self.home / "live")
         requests = [json.loads(line) for line in (self.home / "requests.jsonl").read_text().splitlines() if line]
-        responses = Responses(settings.kafka_bootstrap, settings.topic_risk_scores)
+        responses = Responses(settings, settings.topic_risk_scores)
         sent_at: dict[str, float] = {}
         replay_started = time.time()
         print(f"\n== live: {live.num_rows:,} trip events at {self.plan.event_rate:,.0f}/s and {len(requests)} score "
               f"requests at {self.plan.request_rate:.0f}/s", flush=True)
         sender = threading.Thread(target=self._send_requests, args=(requests, sent_at), daemon=True)
         sender.start()
-        result = replay(to_messages(live), live.num_rows, settings.kafka_bootstrap, settings.topic_trip_events,
-                        self.plan.event_rate, bad=self.plan.bad_events)
+        result = replay(to_messages(live), live.num_rows, settings, settings.topic_trip_events, self.plan.event_rate,
+                        bad=self.plan.bad_events)
         print(result.line(settings.topic_trip_events), flush=True)
         sender.join()
         lags, caught_up_s = self._wait_for_features(live, replay_started)
@@ -143,7 +145,7 @@ class Demo:
 
         from schemas.messages import encode
 
-        producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, linger_ms=0, acks="all")
+        producer = KafkaProducer(**producer_options(self.settings), linger_ms=0)
         started = time.perf_counter()
         for i, request in enumerate(requests):
             if (ahead := i / self.plan.request_rate - (time.perf_counter() - started)) > 0:
@@ -198,7 +200,7 @@ class Demo:
             "feature_lag_p50_s": float(np.percentile(lags, 50)) if lags else None,
             "feature_lag_p99_s": float(np.percentile(lags, 99)) if lags else None,
             "drivers_caught_up": len(lags),
-            "dead_letters": count_topic(self.settings.kafka_bootstrap, self.demo_settings.topic_trip_events_dlq),
+            "dead_letters": count_topic(self.settings, self.demo_settings.topic_trip_events_dlq),
             "requests_sent": len(sent_at),
             "requests_answered": len(answers),
             "duplicate_answers": sum(len(m) - 1 for m in answers.values()),
@@ -221,8 +223,8 @@ class Demo:
         for child in reversed(self.children):
             child.stop(timeout=30)
         close_stores()
-        if broker_ready(self.settings.kafka_bootstrap):
-            delete_topics(self.settings.kafka_bootstrap, self.topics.values())
+        if broker_ready(self.settings):
+            delete_topics(self.settings, self.topics.values())
         if self.started_broker:
             kafka_local.stop(self.settings)
 
