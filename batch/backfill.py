@@ -1,12 +1,13 @@
 """`tripscore backfill`: every driver's final record folded from the event log, bulk-written through the store.
 
 The store's newer-wins write (on `_event_ms`, `_n_events`) means a backfill never clobbers fresher streaming state.
+Exact duplicates are applied once (`features.fold.fold_order`), as streaming and the datasets do.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from featurestore import open_store
 from featurestore.base import Record
 from runtime.config import Settings
 
-COUNTS_SCHEMA = "written long, skipped long, events long"
+COUNTS_SCHEMA = "written long, skipped long, events long, duplicates long"
 ArrowPartitionFn = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 
 
@@ -32,6 +33,7 @@ class BackfillResult:
     written: int
     skipped: int  # the store already held a newer (or equal) version
     events: int
+    duplicates: int  # exact duplicates of events applied, left out of the fold
     seconds: float
 
     @property
@@ -42,8 +44,9 @@ class BackfillResult:
     def line(self) -> str:
         """One human summary line."""
         return (
-            f"backfill: {self.events:,} events of {self.drivers:,} drivers -> {self.written:,} records written, "
-            f"{self.skipped:,} skipped (store newer) in {self.seconds:.1f} s = {self.events_per_s:,.0f} events/s"
+            f"backfill: {self.events:,} events ({self.duplicates:,} duplicates) of {self.drivers:,} drivers -> "
+            f"{self.written:,} records written, {self.skipped:,} skipped (store newer) in {self.seconds:.1f} s "
+            f"= {self.events_per_s:,.0f} events/s"
         )
 
 
@@ -59,7 +62,7 @@ def partition_backfill(settings: Settings, batch_size: int) -> ArrowPartitionFn:
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         store = open_store(settings)
-        written = skipped = events = 0
+        written = skipped = events = duplicates = 0
         pending: list[Record] = []
 
         def flush() -> None:
@@ -70,26 +73,33 @@ def partition_backfill(settings: Settings, batch_size: int) -> ArrowPartitionFn:
                 pending.clear()
 
         for driver, rows in driver_runs(batches):
-            pending.append(driver_record(driver, rows))
+            record = driver_record(driver, rows)
+            pending.append(record)
             events += len(rows)
+            duplicates += len(rows) - record[1]["_n_events"]
             if len(pending) >= batch_size:
                 flush()
         flush()
-        yield pa.RecordBatch.from_pydict({"written": [written], "skipped": [skipped], "events": [events]})
+        yield pa.RecordBatch.from_pydict({"written": [written], "skipped": [skipped], "events": [events],
+                                          "duplicates": [duplicates]})
 
     return run
 
 
-def backfill(spark: SparkSession, settings: Settings, events_path: Path, batch_size: int = 2_000,
+def backfill(spark: SparkSession, settings: Settings, events_paths: Path | Sequence[Path], batch_size: int = 2_000,
              progress: bool = True) -> BackfillResult:
-    """Fold every driver's events (partitioned and sorted by driver) and write the records partition-parallel."""
+    """Fold every driver's events (partitioned and sorted by driver) and write the records partition-parallel.
+
+    `events_paths` must hold each driver's whole log (history and live folders together): a record folded from
+    part of it could be newer on `_event_ms` than the stored one, and would replace it."""
     settings = store_settings(settings)
     open_store(settings)  # create the store (and its schema) once, before the tasks race to
-    events = sorted_by_driver(read_event_log(spark, events_path, FOLD_COLUMNS))
+    events = sorted_by_driver(read_event_log(spark, events_paths, FOLD_COLUMNS))
     started = time.perf_counter()
     with stage_progress(spark, "backfill", enabled=progress):
         counts = events.mapInArrow(partition_backfill(settings, batch_size), COUNTS_SCHEMA).collect()
     seconds = time.perf_counter() - started
     written = sum(row.written for row in counts)
     skipped = sum(row.skipped for row in counts)
-    return BackfillResult(written + skipped, written, skipped, sum(row.events for row in counts), seconds)
+    return BackfillResult(written + skipped, written, skipped, sum(row.events for row in counts),
+                          sum(row.duplicates for row in counts), seconds)

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.set_defaults(func=_generate)
 
     bf = sub.add_parser("backfill", help="fold the event log into driver records and bulk-write them to the store")
-    bf.add_argument("--events", type=Path, help="Parquet event log (default <home>/events)")
+    bf.add_argument("--events", type=Path, nargs="+",
+                    help="Parquet event-log folders, together each driver's whole log (default <home>/events)")
     bf.add_argument("--batch-size", type=int, default=2000, help="records per store write (default 2000)")
     bf.set_defaults(func=_backfill)
 
@@ -167,7 +168,7 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
     from batch.backfill import backfill
 
-    result = backfill(_spark(settings, "tripscore-backfill"), settings, _events_path(settings, args.events),
+    result = backfill(_spark(settings, "tripscore-backfill"), settings, args.events or [settings.home / "events"],
                       batch_size=args.batch_size)
     print(result.line())
     return 0

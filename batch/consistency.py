@@ -1,4 +1,9 @@
-"""Online/offline consistency: recompute sampled drivers' records from the event log and compare with the store."""
+"""Online/offline consistency: recompute sampled drivers' records from the event log and compare with the store.
+
+Two questions per sampled driver: are the stored bins the fold of the logged events up to the record's
+`_event_ms` (correctness), and has the record applied exactly the log's events (completeness: its `_event_ms` and
+`_n_events` against the log's latest event and count, exact duplicates counted once)?
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,14 @@ import argparse
 import json
 import math
 import random
+import sys
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from features.fold import fold
+from features.fold import DriverState, fold_order
 from featurestore import open_store
 from featurestore.base import OnlineStore
 from runtime.config import load_settings
@@ -27,10 +33,12 @@ EVENT_COLUMNS = ["driver_id", "ts_ms", "event_id", "event_type", "rating"]
 
 @dataclass
 class ConsistencyReport:
-    """Per-bin mismatch counts over the sampled drivers that the store holds."""
+    """Per-bin mismatch counts over the sampled drivers that the store holds, and how many lag or lead the log."""
 
     drivers: int = 0
     missing_in_store: int = 0
+    behind: int = 0  # the record misses the driver's latest logged events
+    ahead: int = 0  # the record has applied more, or newer, events than the log holds
     mismatches: Counter[str] = field(default_factory=Counter)
     examples: list[dict[str, Any]] = field(default_factory=list)
 
@@ -41,6 +49,11 @@ class ConsistencyReport:
     def worst_rate(self) -> float:
         """The highest per-bin mismatch rate."""
         return max(self.rates().values(), default=0.0)
+
+    def incomplete_rate(self) -> float:
+        """The share of sampled drivers whose record is missing, behind or ahead of the log."""
+        sampled = self.drivers + self.missing_in_store
+        return (self.missing_in_store + self.behind + self.ahead) / sampled if sampled else 0.0
 
 
 def same_value(offline: Any, online: Any) -> bool:
@@ -78,10 +91,22 @@ def compare_record(offline: Mapping[str, Any], online: Mapping[str, Any]) -> lis
     return [name for name in COMPARED_BINS if not same_value(offline.get(name), online.get(name))]
 
 
+def completeness(online: Mapping[str, Any], logged: Sequence[tuple]) -> dict[str, Any] | None:
+    """Where the record stands against the log (`logged`: the driver's events in `fold_order`): None when its
+    (`_event_ms`, `_n_events`) equal the log's (latest event time, event count), else `behind` or `ahead`."""
+    stored = (int(online["_event_ms"]), int(online.get("_n_events", 0)))
+    log = (logged[-1][0], len(logged)) if logged else (-1, 0)
+    if stored == log:
+        return None
+    return {"store": "behind" if stored < log else "ahead",
+            "_event_ms": {"log": log[0], "store": stored[0]}, "_n_events": {"log": log[1], "store": stored[1]}}
+
+
 def check_consistency(
     store: OnlineStore, events_paths: Sequence[Path], driver_ids: Sequence[str], max_examples: int = 5
 ) -> ConsistencyReport:
-    """Refold each driver's logged events up to the store's `_event_ms` and count per-bin mismatches."""
+    """Refold each driver's logged events up to the store's `_event_ms` and count per-bin mismatches; count the
+    records behind or ahead of the log."""
     report = ConsistencyReport()
     rows = store.read(list(driver_ids), COMPARED_BINS)
     events = load_driver_events(events_paths, driver_ids)
@@ -90,14 +115,18 @@ def check_consistency(
             report.missing_in_store += 1
             continue
         report.drivers += 1
+        logged = fold_order(events[row.entity_id])
         upto = int(row.bins["_event_ms"])
-        offline = fold([e for e in events[row.entity_id] if e[0] <= upto]).to_bins()
+        offline = DriverState().apply_all(e for e in logged if e[0] <= upto).to_bins()
         bad = compare_record(offline, row.bins)
         report.mismatches.update(bad)
-        if bad and len(report.examples) < max_examples:
-            report.examples.append(
-                {"driver_id": row.entity_id, **{b: {"offline": offline.get(b), "online": row.bins.get(b)} for b in bad}}
-            )
+        position = completeness(row.bins, logged)
+        if position is not None:
+            report.behind += position["store"] == "behind"
+            report.ahead += position["store"] == "ahead"
+        if (bad or position) and len(report.examples) < max_examples:
+            report.examples.append({"driver_id": row.entity_id, **({"completeness": position} if position else {}),
+                                    **{b: {"offline": offline.get(b), "online": row.bins.get(b)} for b in bad}})
     return report
 
 
@@ -111,7 +140,8 @@ def sample_driver_ids(events_paths: Sequence[Path], sample: int, seed: int) -> l
 
 
 def run(args: argparse.Namespace) -> int:
-    """`tripscore consistency`: print per-bin mismatch rates; exit 1 above the threshold."""
+    """`tripscore consistency`: print per-bin mismatch rates and the records behind or ahead of the log; exit 1
+    when either rate is above the threshold."""
     settings = load_settings()
     paths = [Path(p) for p in args.events] if args.events else [settings.home / "events"]
     drivers = sample_driver_ids(paths, args.sample, args.seed)
@@ -119,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     summary = {
         "drivers_compared": report.drivers,
         "missing_in_store": report.missing_in_store,
+        "behind_log": report.behind,
+        "ahead_of_log": report.ahead,
         "worst_mismatch_rate": report.worst_rate(),
         "mismatch_rates": {k: v for k, v in report.rates().items() if v > 0},
         "examples": report.examples,
@@ -127,7 +159,10 @@ def run(args: argparse.Namespace) -> int:
     if report.drivers == 0:
         print("no sampled driver has a record in the store")
         return 2
-    return 1 if report.worst_rate() > args.threshold else 0
+    if report.missing_in_store or report.behind:
+        print("records missing or behind the log: `tripscore backfill --events ...` repairs them (README, Operations)",
+              file=sys.stderr)
+    return 1 if max(report.worst_rate(), report.incomplete_rate()) > args.threshold else 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -136,6 +171,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--events", nargs="+", help="Parquet event-log folders (default <home>/events)")
     parser.add_argument("--sample", type=int, default=500, help="drivers to compare (default 500)")
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--threshold", type=float, default=0.0, help="max tolerated mismatch rate per bin")
+    parser.add_argument("--threshold", type=float, default=0.0,
+                        help="max tolerated mismatch rate per bin, and share of records missing, behind or ahead")
     parser.add_argument("--json", action="store_true", help="one-line JSON output")
     parser.set_defaults(func=run)

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from batch.eventlog import FOLD_COLUMNS, TRUE_P
 from features.derive import model_features
-from features.fold import DriverState, fold, order_key
+from features.fold import DriverState, fold, fold_order
 from schemas.features import BIN_NAMES, MODEL_FEATURES
 
 LABEL_WINDOW_MS = 120_000  # SPEC §3.3: a response must come within 120 s of the offer
@@ -80,10 +80,11 @@ def offer_label(offer_ts: int, responses: Iterable[tuple[int, str]]) -> int:
 def driver_examples(events: Sequence[PitEvent]) -> list[tuple]:
     """One example per `trip_offered` of one driver: (trip_id, offer_ts_ms, *12 features, label, true_decline_p).
 
-    The fold runs over the events in `order_key` order; each offer's store features are derived from the state
-    just before the offer is applied (the last event strictly before it), at the offer's time.
+    The fold runs over the events in `fold_order` (an exact duplicate of an offer is one example); each offer's store
+    features are derived from the state just before the offer is applied (the last event strictly before it),
+    at the offer's time.
     """
-    ordered = sorted(events, key=order_key)
+    ordered = fold_order(events)
     responses: dict[str | None, list[tuple[int, str]]] = {}
     for ts, _, kind, _, trip, *_ in ordered:
         if kind in RESPONSE_TYPES:

@@ -13,12 +13,16 @@ from tqdm import tqdm
 from batch.eventlog import EventLogError, require_columns
 
 
-def read_event_log(spark: SparkSession, path: Path, columns: Sequence[str], optional: Sequence[str] = ()) -> DataFrame:
-    """The Parquet log at `path` with `columns` (and whichever `optional` ones exist); a clear error otherwise."""
-    if not path.exists():
-        raise EventLogError(f"{path}: no event log (run `tripscore generate` first?)")
-    frame = spark.read.parquet(str(path.resolve()))
-    require_columns(frame.columns, columns, str(path))
+def read_event_log(spark: SparkSession, paths: Path | Sequence[Path], columns: Sequence[str],
+                   optional: Sequence[str] = ()) -> DataFrame:
+    """The Parquet log at `paths` (one or more folders or files) with `columns` (and whichever `optional` ones
+    exist); a clear error otherwise."""
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    for path in paths:
+        if not path.exists():
+            raise EventLogError(f"{path}: no event log (run `tripscore generate` first?)")
+    frame = spark.read.parquet(*(str(path.resolve()) for path in paths))
+    require_columns(frame.columns, columns, ", ".join(map(str, paths)))
     return frame.select(*columns, *[name for name in optional if name in frame.columns])
 
 

@@ -2,12 +2,21 @@
 
 Streaming, backfill, dataset materialization and the consistency check all call this module, so online
 and offline features agree by construction (the Chronon model).
+
+Order and duplicates (SPEC §3). A driver's events are folded in `fold_key` order: event time, event id, then
+the other fold fields, so the order is total and never depends on arrival or file order. An exact duplicate is
+an event equal to another on everything the fold reads (`ts`, `event_id`, `event_type`, `rating`: a producer's
+retry, a redelivery, a replay): it is applied once. Two events that share an `event_id` but differ in one of
+those are two events (the producer reused the id) and both are applied: a path cannot retract an applied event
+(streaming commits it; the store's newer-wins version, `_event_ms` then `_n_events`, would not even take the
+corrected record), so treating them as one would make streaming depend on arrival order. `fold_order` is the
+rule; every path calls it or, in streaming, keeps to it event by event (`fold_before`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypeVar
 
 DAY_MS = 86_400_000
 GAP_MS = 30 * 60_000  # a gap this long between a driver's events resets the consecutive-trip streak
@@ -15,11 +24,55 @@ WINDOW_MS = 60 * 60_000  # da_accept_1h looks at responses in the 60 min up to t
 
 EventTuple = tuple[int, str, str, float | None]
 """(ts_ms, event_id, event_type, rating): what the fold needs of a TripEvent."""
+FOLD_FIELDS = 4
+Event = TypeVar("Event", bound=tuple)
+"""A fold tuple, or a longer tuple that starts like one (the point-in-time fold's)."""
 
 
-def order_key(event: EventTuple) -> tuple[int, str]:
-    """The total order of a driver's events: event time, then event id."""
+def order_key(event: Sequence[Any]) -> tuple[int, str]:
+    """The order of a driver's events by event time, then event id; `fold_key` breaks its rare ties."""
     return event[0], event[1]
+
+
+def _field_rank(value: Any) -> tuple[int, Any]:
+    """A total order over one field's values: None first, NaN last."""
+    if value is None:
+        return 0, 0
+    if value != value:
+        return 2, 0
+    return 1, value
+
+
+def fold_key(event: Sequence[Any]) -> tuple[Any, ...]:
+    """The fold order: `order_key`, then the event's other fields (ties of time and id are rare)."""
+    return (event[0], event[1], *map(_field_rank, event[2:]))
+
+
+def fold_before(first: Sequence[Any], second: Sequence[Any]) -> bool:
+    """Whether `first` comes strictly before `second` in the fold order (`fold_key`)."""
+    if first[0] != second[0] or first[1] != second[1]:
+        return (first[0], first[1]) < (second[0], second[1])
+    return fold_key(first) < fold_key(second)
+
+
+def fold_order(events: Iterable[Event]) -> list[Event]:
+    """`events` in the fold order, each exact duplicate once: of events equal on the fold fields (the first
+    `FOLD_FIELDS`), the first in `fold_key` order is kept."""
+    ordered = sorted(events, key=order_key)
+    kept: list[Event] = []
+    start, count = 0, len(ordered)
+    while start < count:
+        ts, event_id = ordered[start][0], ordered[start][1]
+        end = start + 1
+        while end < count and ordered[end][1] == event_id and ordered[end][0] == ts:
+            end += 1
+        if end == start + 1:
+            kept.append(ordered[start])
+        else:  # one time and id: copies of one event, or events that reuse an id
+            run = sorted(ordered[start:end], key=fold_key)
+            kept += [e for i, e in enumerate(run) if i == 0 or e[:FOLD_FIELDS] != run[i - 1][:FOLD_FIELDS]]
+        start = end
+    return kept
 
 
 class DriverState:
@@ -27,7 +80,7 @@ class DriverState:
 
     __slots__ = (
         "n_accept", "n_decline", "n_rated", "rating_sum", "total_trips", "day", "trips_day",
-        "shift_start", "consec", "responses", "event_ms", "n_events", "last_id",
+        "shift_start", "consec", "responses", "event_ms", "n_events",
     )
 
     def __init__(self) -> None:
@@ -43,14 +96,9 @@ class DriverState:
         self.responses: list[tuple[int, int]] = []  # (ts_ms, accepted) within WINDOW_MS of event_ms
         self.event_ms = -1
         self.n_events = 0
-        self.last_id = ""
-
-    def covers(self, event: EventTuple) -> bool:
-        """Whether `event` is at or before the latest applied one in the fold order (already applied)."""
-        return (event[0], event[1]) <= (self.event_ms, self.last_id)
 
     def apply(self, ts_ms: int, event_id: str, event_type: str, rating: float | None) -> None:
-        """Apply one event; callers feed events in `order_key` order."""
+        """Apply one event; callers feed events in the fold order (`fold_order`)."""
         if self.event_ms >= 0 and ts_ms - self.event_ms >= GAP_MS:
             self.consec = 0
         day = ts_ms // DAY_MS
@@ -79,11 +127,10 @@ class DriverState:
         if self.responses and self.responses[0][0] <= horizon:
             self.responses = [r for r in self.responses if r[0] > horizon]
         self.event_ms = ts_ms
-        self.last_id = event_id
         self.n_events += 1
 
     def apply_all(self, events: Iterable[EventTuple]) -> DriverState:
-        """Apply events already in `order_key` order; returns self."""
+        """Apply events already in the fold order; returns self."""
         for ts_ms, event_id, event_type, rating in events:
             self.apply(ts_ms, event_id, event_type, rating)
         return self
@@ -114,8 +161,8 @@ class DriverState:
         return bins
 
     @classmethod
-    def from_bins(cls, bins: Mapping[str, Any], last_id: str = "\uffff") -> DriverState:
-        """Resume the fold from a stored record; events at its `_event_ms` count as applied by default."""
+    def from_bins(cls, bins: Mapping[str, Any]) -> DriverState:
+        """Resume the fold from a stored record."""
         state = cls()
         state.n_accept = int(bins.get("ds_n_accept", 0))
         state.n_decline = int(bins.get("ds_n_decline", 0))
@@ -130,10 +177,9 @@ class DriverState:
         state.responses = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
         state.event_ms = int(bins.get("_event_ms", -1))
         state.n_events = int(bins.get("_n_events", 0))
-        state.last_id = last_id
         return state
 
 
 def fold(events: Iterable[EventTuple], state: DriverState | None = None) -> DriverState:
-    """Fold events (any order) onto `state` (default: a new driver), sorting them first."""
-    return (state or DriverState()).apply_all(sorted(events, key=order_key))
+    """Fold events (any order, exact duplicates included) onto `state` (default: a new driver)."""
+    return (state or DriverState()).apply_all(fold_order(events))

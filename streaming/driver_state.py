@@ -1,11 +1,19 @@
-"""Per-driver streaming state: the fold committed up to the watermark, plus the pending events after it.
+"""Per-driver streaming state: the fold committed up to the watermark, the pending events after it, and the
+latest committed events.
 
 Late-event policy. Each driver keeps `committed`, the fold (`features.fold.DriverState`) of its events at or
-before the event-time watermark, and `pending`, its newer events sorted in `order_key` order and deduplicated by
-event id. The visible record is committed + pending, written every micro-batch, so the watermark delays nothing.
+before the event-time watermark, and `pending`, its newer events in the fold order (`features.fold.fold_key`).
+The visible record is committed + pending, written every micro-batch, so the watermark delays nothing.
 A new event that sorts after the committed state's last event joins pending, even when it arrives out of order
-(it is folded in its place). One the committed state already covers can no longer be folded in order: it is
-LATE, goes to the DLQ with reason `ts: late event, older than the watermark (...)` and never changes features.
+(it is folded in its place). One that sorts at or before it can no longer be folded in order: it is LATE, goes
+to the DLQ with reason `ts: late event, older than the watermark (...)` and never changes features.
+
+Duplicates (`features.fold.fold_order`: an event equal to an applied one on the fold fields). A duplicate of a
+pending or a remembered committed event is counted, never applied and never dead-lettered, however old. A
+driver remembers its committed events within `DUPLICATE_HORIZON_MS` of event time before its latest committed
+one, at most `DUPLICATE_MEMORY` of them. A duplicate of an event it has forgotten sorts at or before the
+committed state, so it is late: dead-lettered, and it still changes nothing. The bound costs only that label.
+
 On a driver's first sight (no Spark state) the committed state starts from its online-store record, so streaming
 continues a backfill; events that record already covers are duplicates: dropped and counted, not dead-lettered.
 """
@@ -18,9 +26,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from features.fold import DriverState, EventTuple, order_key
+from features.fold import DriverState, EventTuple, fold_before, fold_order
 
 LATE_FIELD = "ts"
+DUPLICATE_HORIZON_MS = 60 * 60_000  # committed events are remembered this far back in event time...
+DUPLICATE_MEMORY = 64  # ... and at most this many per driver
+AFTER_ANY_ID = "\uffff"  # with a store record's `_event_ms`: every event at that time counts as applied
 
 
 @dataclass(slots=True)
@@ -44,16 +55,23 @@ def late_reason(event_ms: int, committed_ms: int, watermark_ms: int) -> str:
             f"{_iso(committed_ms)}, watermark {_iso(watermark_ms)})")
 
 
-def _state(bins: Mapping[str, Any] | None, last_id: str) -> DriverState:
-    return DriverState.from_bins(bins, last_id) if bins is not None else DriverState()
+def _state(bins: Mapping[str, Any] | None) -> DriverState:
+    return DriverState.from_bins(bins) if bins is not None else DriverState()
 
 
-def _promote(committed: DriverState, pending: list[EventTuple], watermark_ms: int) -> list[EventTuple]:
-    """Fold the pending events at or before the watermark into `committed`; returns the rest."""
+def _promote(committed: DriverState, pending: list[EventTuple], watermark_ms: int,
+             remembered: list[EventTuple]) -> list[EventTuple]:
+    """Fold the pending events at or before the watermark into `committed` and remember them (within the
+    memory bound); returns the rest."""
     ready = 0
     while ready < len(pending) and pending[ready][0] <= watermark_ms:
         ready += 1
     committed.apply_all(pending[:ready])
+    remembered += pending[:ready]
+    forget = max(0, len(remembered) - DUPLICATE_MEMORY)
+    while forget < len(remembered) and remembered[forget][0] < committed.event_ms - DUPLICATE_HORIZON_MS:
+        forget += 1
+    del remembered[:forget]
     return pending[ready:]
 
 
@@ -62,41 +80,42 @@ def advance(saved: str | None, events: Sequence[EventTuple], watermark_ms: int,
     """Apply a micro-batch's events (any order) to a driver's saved state; `seed` is its store record on first sight."""
     if saved is not None:
         doc = json.loads(saved)
-        committed_bins, committed_id = doc["c"], doc["i"]
+        committed_bins = doc["c"]
         pending: list[EventTuple] = [tuple(e) for e in doc["p"]]
+        remembered: list[EventTuple] = [tuple(e) for e in doc.get("d", [])]
         visible_bins = doc.get("v", committed_bins)
     else:
-        committed_bins, committed_id, pending = seed, "\uffff" if seed else "", []
-        visible_bins = committed_bins
-    committed = _state(committed_bins, committed_id)
-    pending = _promote(committed, pending, watermark_ms)  # first, so lateness is judged against the watermark
-    seen = {e[1] for e in pending}
+        committed_bins, pending, remembered, visible_bins = seed, [], [], seed
+    committed = _state(committed_bins)
+    pending = _promote(committed, pending, watermark_ms, remembered)  # first: lateness is judged at the watermark
+    # the committed state's latest event: the last one remembered (never forgotten), else a store record's time
+    last = remembered[-1] if remembered else (committed.event_ms, AFTER_ANY_ID)
+    known = {*pending, *remembered}
     result = Advance(state="", visible=None)
     accepted: list[EventTuple] = []
     for position, event in enumerate(events):
-        if event[1] in seen or (event[0], event[1]) == (committed.event_ms, committed.last_id):
+        if event in known:
             result.duplicates += 1
-        elif committed.covers(event):
+        elif not fold_before(last, event):
             if saved is None:
                 result.duplicates += 1
             else:
                 result.late.append((position, late_reason(event[0], committed.event_ms, watermark_ms)))
         else:
-            seen.add(event[1])
+            known.add(event)
             accepted.append(event)
-    accepted.sort(key=order_key)
     if accepted:
-        tail = pending[-1] if pending else (committed.event_ms, committed.last_id)
-        if order_key(accepted[0]) > order_key(tail):  # in order: continue the visible fold
-            visible = _state(visible_bins, tail[1]).apply_all(accepted)
+        accepted = fold_order(accepted)
+        if not pending or fold_before(pending[-1], accepted[0]):  # in order: continue the visible fold
+            visible = _state(visible_bins).apply_all(accepted)
             pending += accepted
         else:  # out of order within the watermark: refold pending from the committed state
-            pending = sorted(pending + accepted, key=order_key)
-            visible = _state(committed.to_bins(), committed.last_id).apply_all(pending)
+            pending = fold_order(pending + accepted)
+            visible = _state(committed.to_bins()).apply_all(pending)
         visible_bins = result.visible = visible.to_bins()
         result.accepted_ms = [e[0] for e in accepted]
-    pending = _promote(committed, pending, watermark_ms)
-    doc = {"c": committed.to_bins() if committed.event_ms >= 0 else None, "i": committed.last_id, "p": pending}
+    pending = _promote(committed, pending, watermark_ms, remembered)
+    doc = {"c": committed.to_bins() if committed.event_ms >= 0 else None, "p": pending, "d": remembered}
     if pending:
         doc["v"] = visible_bins
     result.state = json.dumps(doc, separators=(",", ":"))

@@ -51,6 +51,7 @@ def test_quick_demo_keeps_every_invariant(kafka_bootstrap: str, tmp_path: Path) 
     assert summary["dead_letters"] == summary["planted_bad_events"] > 0, "the DLQ holds only the planted events"
     assert summary["consistency_drivers"] > 0
     assert summary["consistency_worst_mismatch_rate"] == 0.0, "online features equal the offline recomputation"
+    assert summary["consistency_incomplete_rate"] == 0.0, "every sampled record applied exactly the logged events"
     assert summary["drivers_caught_up"] > 0 and summary["feature_lag_p99_s"] is not None
     assert Path(summary["reports"], "report.json").exists()
     assert summary["pids"]

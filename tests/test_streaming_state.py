@@ -56,7 +56,7 @@ def test_out_of_order_within_the_watermark_equals_in_order():
 def test_committed_state_only_holds_events_up_to_the_watermark():
     result = advance(None, EVENTS, watermark_ms=25 * MIN)
     doc = json.loads(result.state)
-    assert doc["c"] == fold(EVENTS[:6]).to_bins() and doc["i"] == "e05"
+    assert doc["c"] == fold(EVENTS[:6]).to_bins() and [tuple(e) for e in doc["d"]] == EVENTS[:6]
     assert [e[1] for e in doc["p"]] == ["e06", "e07", "e08", "e09", "e10"]
     assert doc["v"] == result.visible == fold(EVENTS).to_bins()
 
@@ -104,3 +104,20 @@ def test_a_batch_with_nothing_new_writes_nothing():
     first = advance(None, EVENTS, watermark_ms=0)
     result = advance(first.state, EVENTS[-2:], watermark_ms=0)
     assert result.visible is None and result.duplicates == 2
+
+
+def test_an_event_reusing_the_time_and_id_of_a_pending_one_is_folded_in_the_fold_order():
+    completed, started = (5 * MIN, "r1", "trip_completed", None), (5 * MIN, "r1", "shift_started", None)
+    first = advance(None, [completed], watermark_ms=0)
+    result = advance(first.state, [started, completed], watermark_ms=0)  # started sorts first: refold
+    assert (result.duplicates, result.late) == (1, [])
+    assert result.visible == fold([completed, started]).to_bins()
+    assert (result.visible["da_consec_trips"], result.visible["_n_events"]) == (1, 2)
+
+
+def test_exact_duplicates_of_committed_events_are_duplicates_and_other_uses_of_their_id_are_events():
+    first = advance(None, EVENTS[:6], watermark_ms=30 * MIN)  # all committed
+    reused = (40 * MIN, "e03", "trip_completed", None)  # e03's id, a later time: another event
+    result = advance(first.state, [EVENTS[0], EVENTS[3], reused, reused], watermark_ms=30 * MIN)
+    assert (result.duplicates, result.late) == (3, [])
+    assert result.visible == fold(EVENTS[:6] + [reused]).to_bins()

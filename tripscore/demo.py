@@ -215,6 +215,7 @@ class Demo:
             "oracle_auc": model.metrics.get("oracle_auc"),
             "consistency_drivers": consistency.drivers,
             "consistency_worst_mismatch_rate": consistency.worst_rate(),
+            "consistency_incomplete_rate": consistency.incomplete_rate(),
             "reports": str(self.home / "models" / model.version),
         }
 
@@ -268,8 +269,9 @@ def summary_table(summary: dict[str, Any]) -> str:
         "fallback reasons": ", ".join(f"{k}={v}" for k, v in sorted(summary["fallback_reasons"].items())) or "none",
         "model": f"{summary['model_version']}: AUC {summary['auc'] or float('nan'):.4f} "
                  f"vs oracle {summary['oracle_auc'] or float('nan'):.4f}",
-        "online/offline mismatches": f"{summary['consistency_worst_mismatch_rate']:.4f} (worst bin) over "
-                                     f"{summary['consistency_drivers']} drivers",
+        "online/offline mismatches": f"{summary['consistency_worst_mismatch_rate']:.4f} (worst bin), "
+                                     f"{summary['consistency_incomplete_rate']:.4f} missing/behind/ahead, "
+                                     f"over {summary['consistency_drivers']} drivers",
         "plots and reports": summary["reports"],
     }
     width = max(len(k) for k in rows)
