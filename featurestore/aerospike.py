@@ -46,9 +46,12 @@ MAX_BATCH_KEYS = 5_000  # server batch-max-requests default
 OK, NOT_FOUND, FILTERED_OUT, BATCH_FAILED = 0, 2, 27, -16
 DOC_BIN = "doc"  # metadata records keep their JSON in one string bin (bin names are limited to 15 bytes)
 
-_TIMEOUT_CODES = frozenset({9})
-_UNAVAILABLE_CODES = frozenset({-10, -9, -8, -7, -6, -4, 7, 11})
+_TIMEOUT_CODES = frozenset({9, 212})  # client or server timeout, query timeout
+_UNAVAILABLE_CODES = frozenset({  # no node reachable or able to serve now: connection, cluster, overload
+    -15, -14, -12, -10, -9, -8, -7, -6, -4, 1, 7, 8, 11, 14, 18, 152, 211,
+})  # 1: what the client reports for a batch or scan once it has lost every node ("cluster is empty")
 _BAD_INPUT_CODES = frozenset({-2, 4, 12, 13, 21})
+_CONFIG_CODES = frozenset({-2, *range(50, 100)})  # client parameters and security: faults, not outages
 
 
 def parse_hosts(hosts: str, tls_name: str = "") -> list[tuple]:
@@ -136,10 +139,18 @@ def newer_than_stored(event_ms: int, n_events: int) -> list:
     return compiled
 
 
-def _batch_error(batch_code: int, record_code: int, what: str) -> StoreError:
-    """The error of a failed batch entry; a whole-batch failure (e.g. timeout) gives its own code."""
-    code = batch_code if batch_code not in (OK, BATCH_FAILED) else record_code
-    return error_for(code, f"Aerospike {what}: code {code}")
+def check_batch(batch: BatchRecords, allowed: tuple[int, ...], what: str) -> None:
+    """Raise the store's error when the whole batch failed, or for the first entry whose result is not `allowed`.
+
+    A whole-batch failure (timeout, no node) leaves the entries short or unanswered: its own code is the error.
+    """
+    if batch.result not in (OK, BATCH_FAILED):
+        raise error_for(batch.result, f"Aerospike {what}: the batch failed (code {batch.result})")
+    failed = [record for record in batch.batch_records if record.result not in allowed]
+    if failed:
+        first = failed[0]
+        raise error_for(first.result, f"Aerospike {what}: {len(failed)} of {len(batch.batch_records)} entries "
+                                      f"failed, first {first.key[2]!r} (code {first.result})")
 
 
 class AerospikeStore(OnlineStore):
@@ -157,12 +168,12 @@ class AerospikeStore(OnlineStore):
         self._lock = threading.Lock()
         self._client: aerospike.Client | None = None
         self._retry_at = 0.0
-        self._last_error = ""
+        self._connect_error: tuple[type[StoreError], str] = (StoreUnavailable, "")
         self._closed = False
         self._bin_lists: dict[tuple[str, ...], list[str]] = {}
 
     def client(self) -> aerospike.Client:
-        """The shared client, connecting on first use (thread-safe); StoreUnavailable when it cannot."""
+        """The shared client, connecting on first use (thread-safe); StoreUnavailable when no node answers."""
         client = self._client
         if client is not None:
             return client
@@ -171,13 +182,16 @@ class AerospikeStore(OnlineStore):
                 if self._closed:
                     raise StoreError(f"Aerospike store {self.location} is closed")
                 if time.monotonic() < self._retry_at:
-                    raise StoreUnavailable(self._last_error)
+                    kind, message = self._connect_error
+                    raise kind(message)
                 try:
                     self._client = aerospike.client(self._config)
                 except aerr.AerospikeError as exc:
                     self._retry_at = time.monotonic() + RECONNECT_BACKOFF_S
-                    self._last_error = f"Aerospike {self.location} unreachable: {exc.msg} (code {exc.code})"
-                    raise StoreUnavailable(self._last_error) from exc
+                    config = exc.code in _CONFIG_CODES  # bad parameters or credentials: retrying cannot help
+                    kind, verdict = (StoreError, "refused") if config else (StoreUnavailable, "unreachable")
+                    self._connect_error = kind, f"Aerospike {self.location} {verdict}: {exc.msg} (code {exc.code})"
+                    raise kind(self._connect_error[1]) from exc
             return self._client
 
     def _key(self, entity_id: str) -> tuple[str, str, str]:
@@ -204,19 +218,10 @@ class AerospikeStore(OnlineStore):
                 client.batch_write(batch)
             except aerr.AerospikeError as exc:
                 raise _mapped(exc, "batch write") from exc
-            failed = []
-            for record in batch.batch_records:
-                if record.result == OK:
-                    written += 1
-                elif record.result == FILTERED_OUT:
-                    skipped += 1
-                else:
-                    failed.append(record)
-            if failed:
-                first = failed[0]
-                raise _batch_error(batch.result, first.result, f"batch write: {len(failed)} of "
-                                   f"{len(batch.batch_records)} records failed (written so far {written}), first "
-                                   f"{first.key[2]!r}")
+            check_batch(batch, (OK, FILTERED_OUT), f"batch write ({written} written before this batch)")
+            applied = sum(1 for record in batch.batch_records if record.result == OK)
+            written += applied
+            skipped += len(batch.batch_records) - applied
         return WriteResult(written=written, skipped=skipped + duplicates)
 
     def read(self, entity_ids: Sequence[str], bins: Sequence[str]) -> list[FeatureRow]:
@@ -234,10 +239,8 @@ class AerospikeStore(OnlineStore):
             except aerr.AerospikeError as exc:
                 raise _mapped(exc, "batch read") from exc
             now = now_ms()
-            if result.result != OK:  # some entry failed: 0 covers found and not found alike
-                for entity_id, record in zip(chunk, result.batch_records, strict=True):
-                    if record.result not in (OK, NOT_FOUND):
-                        raise _batch_error(result.result, record.result, f"batch read of {entity_id!r}")
+            if result.result != OK:  # 0 covers found and not found alike
+                check_batch(result, (OK, NOT_FOUND), "batch read")
             rows += [
                 FeatureRow(entity_id, record.record[2] if record.result == OK else None, names, now)
                 for entity_id, record in zip(chunk, result.batch_records)  # noqa: B905 - one entry per key
@@ -253,6 +256,7 @@ class AerospikeStore(OnlineStore):
                 result = client.batch_remove(keys)
             except aerr.AerospikeError as exc:
                 raise _mapped(exc, "batch remove") from exc
+            check_batch(result, (OK, NOT_FOUND), "batch remove")
             existed += sum(1 for record in result.batch_records if record.result == OK)
         return existed
 
@@ -260,8 +264,13 @@ class AerospikeStore(OnlineStore):
         out: dict[str, Any] = {"backend": self.backend, "location": self.location}
         try:
             builds = self.client().info_all("build")
-        except (aerr.AerospikeError, StoreError) as exc:
+        except aerr.AerospikeError as exc:
+            return {"ok": False, **out, "error": str(_mapped(exc, "info"))}
+        except StoreError as exc:
             return {"ok": False, **out, "error": str(exc)}
+        failed = sorted(node for node, (error, _) in builds.items() if error is not None)
+        if not builds or failed:
+            return {"ok": False, **out, "error": f"no answer from nodes {failed}" if failed else "no node answered"}
         return {"ok": True, **out, "nodes": len(builds),
                 "server_versions": sorted({result.strip() for _, result in builds.values() if result})}
 

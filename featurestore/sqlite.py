@@ -9,7 +9,17 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from featurestore.base import FeatureRow, OnlineStore, Record, StoreError, StoreInfo, StoreTimeout, WriteResult
+from featurestore.base import (
+    BadInput,
+    FeatureRow,
+    OnlineStore,
+    Record,
+    StoreError,
+    StoreInfo,
+    StoreTimeout,
+    StoreUnavailable,
+    WriteResult,
+)
 from featurestore.records import (
     METADATA_SETS,
     check_bin_names,
@@ -28,6 +38,12 @@ _SQL_TYPES = {"int": "INTEGER", "float": "REAL", "list": "TEXT"}  # lists are st
 _LIST_BINS = frozenset(spec.name for spec in BINS if spec.dtype == "list")
 _LIST_POSITIONS = tuple(1 + BIN_NAMES.index(name) for name in sorted(_LIST_BINS))  # in an upsert parameter row
 _TABLE = f'"{RECORD_SET}"'
+_TIMEOUT_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})  # a lock held past busy_timeout
+_UNAVAILABLE_CODES = frozenset({  # the file cannot be opened, written or grown right now
+    sqlite3.SQLITE_PERM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_FULL, sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_PROTOCOL, sqlite3.SQLITE_NOMEM,
+})
+_BAD_INPUT_CODES = frozenset({sqlite3.SQLITE_TOOBIG, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_RANGE})
 _COLUMNS = ", ".join(f'"{name}"' for name in BIN_NAMES)
 _PARAMS = ", ".join("?" for _ in range(len(BIN_NAMES) + 2))
 _UPSERT = (
@@ -66,23 +82,32 @@ class SQLiteStore(OnlineStore):
         self._connections: list[sqlite3.Connection] = []
         self._selects: dict[tuple[int, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
         self._closed = False
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailable(f"SQLite cannot create {self.path.parent}: {exc}") from exc
         self._init_schema(self._conn())
 
     def _conn(self) -> sqlite3.Connection:
+        """This thread's connection, opened on first use; the store's exception when the file cannot be opened."""
         conn = getattr(self._local, "conn", None)
         if conn is None:
             if self._closed:
                 raise StoreError(f"SQLite store {self.path} is closed")
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=512)
-            for pragma in (
-                f"busy_timeout = {BUSY_TIMEOUT_MS}",
-                "synchronous = NORMAL",
-                "mmap_size = 1073741824",
-                "cache_size = -65536",
-                "temp_store = MEMORY",
-            ):
-                conn.execute(f"PRAGMA {pragma}")
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, cached_statements=512)
+                for pragma in (
+                    f"busy_timeout = {BUSY_TIMEOUT_MS}",
+                    "synchronous = NORMAL",
+                    "mmap_size = 1073741824",
+                    "cache_size = -65536",
+                    "temp_store = MEMORY",
+                ):
+                    conn.execute(f"PRAGMA {pragma}")
+            except sqlite3.Error as exc:
+                if conn is not None:
+                    conn.close()
+                raise _store_error(exc, f"cannot open {self.path}") from exc
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
@@ -120,7 +145,8 @@ class SQLiteStore(OnlineStore):
                 written = conn.executemany(_UPSERT, rows).rowcount
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # SQLite has already rolled back after a full disk or an I/O error
+                    conn.execute("ROLLBACK")
                 raise
         except sqlite3.Error as exc:
             raise _store_error(exc, "write failed") from exc
@@ -233,8 +259,14 @@ class SQLiteStore(OnlineStore):
 
 
 def _store_error(exc: sqlite3.Error, what: str) -> StoreError:
-    """The store's exception for an sqlite3 error: a lock held past busy_timeout is a timeout."""
-    message = f"SQLite {what}: {exc}"
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+    """The store's exception for an sqlite3 error, by its primary result code (errors of closed objects have none)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = None if code is None else code & 0xFF
+    message = f"SQLite {what}: {exc}" + (f" ({exc.sqlite_errorname})" if code is not None else "")
+    if primary in _TIMEOUT_CODES:
         return StoreTimeout(message)
+    if primary in _UNAVAILABLE_CODES:
+        return StoreUnavailable(message)
+    if primary in _BAD_INPUT_CODES:
+        return BadInput(message)
     return StoreError(message)

@@ -1,12 +1,20 @@
-"""Aerospike backend pieces that need no server: the precompiled newer-wins filter, client config, error codes."""
+"""Aerospike backend pieces that need no server: the newer-wins filter, client config, error codes, batch results."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+from aerospike_helpers.batch.records import BatchRecords, Read
 
-from featurestore.aerospike import _newer_than_stored_expr, client_config, error_for, newer_than_stored, parse_hosts
+from featurestore.aerospike import (
+    _newer_than_stored_expr,
+    check_batch,
+    client_config,
+    error_for,
+    newer_than_stored,
+    parse_hosts,
+)
 from featurestore.base import BadInput, StoreError, StoreTimeout, StoreUnavailable
 from runtime.config import load_settings
 
@@ -36,9 +44,40 @@ def test_client_config_from_settings() -> None:
 
 @pytest.mark.parametrize(
     ("code", "kind"),
-    [(9, StoreTimeout), (-10, StoreUnavailable), (11, StoreUnavailable), (13, BadInput), (21, BadInput),
-     (22, StoreError)],
+    [(9, StoreTimeout), (212, StoreTimeout), (-10, StoreUnavailable), (-15, StoreUnavailable),
+     (-14, StoreUnavailable), (11, StoreUnavailable), (18, StoreUnavailable), (13, BadInput), (21, BadInput),
+     (22, StoreError), (20, StoreError), (65, StoreError)],
 )
 def test_result_codes_map_to_store_errors(code: int, kind: type[StoreError]) -> None:
     error = error_for(code, "x")
     assert type(error) is kind
+
+
+def batch(result: int, entry_results: list[int]) -> BatchRecords:
+    """A batch as the client leaves it: its own result and one per entry."""
+    records = BatchRecords([Read(("features", "s", f"k{i}"), None) for i in range(len(entry_results))])
+    records.result = result
+    for record, code in zip(records.batch_records, entry_results, strict=True):
+        record.result = code
+    return records
+
+
+@pytest.mark.parametrize(
+    ("result", "entries", "kind"),
+    [
+        (1, [], StoreUnavailable),  # a read once the client has lost every node: no entries at all
+        (1, [0, 0], StoreUnavailable),  # a write then: entries left at 0 (OK) must not count as written
+        (-10, [-15, -15], StoreUnavailable),  # connection lost: entries unanswered
+        (9, [-15], StoreTimeout),
+        (-16, [0, 2, 13], BadInput),  # some entries failed: the first failure decides
+    ],
+)
+def test_failed_batches_raise_store_errors(result: int, entries: list[int], kind: type[StoreError]) -> None:
+    with pytest.raises(kind) as raised:
+        check_batch(batch(result, entries), (0, 2), "batch read")
+    assert type(raised.value) is kind
+
+
+def test_a_batch_of_allowed_results_passes() -> None:
+    check_batch(batch(0, [0, 2]), (0, 2), "batch read")
+    check_batch(batch(-16, [0, 27]), (0, 27), "batch write")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import multiprocessing
+import sqlite3
 import threading
 import time
 import uuid
@@ -15,10 +16,13 @@ from typing import Any
 
 import pytest
 from aerospike import exception as aerospike_errors
+from tcp_proxy import TcpProxy
 
+import featurestore.aerospike
+import featurestore.sqlite
 from features.fold import DriverState
-from featurestore.aerospike import AerospikeStore
-from featurestore.base import BadInput, OnlineStore, StoreUnavailable
+from featurestore.aerospike import AerospikeStore, parse_hosts
+from featurestore.base import BadInput, OnlineStore, StoreError, StoreTimeout, StoreUnavailable
 from featurestore.metadata import Dataset, Feature, FeatureGroup, MetadataRecord, register_feature_metadata
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings, load_settings
@@ -416,3 +420,149 @@ def test_unreachable_aerospike_fails_fast_as_unavailable() -> None:
             store.read(["d1"], READ_BINS)
         assert time.monotonic() - started < 2.0
     assert store.health()["ok"] is False
+
+
+class SQLiteOutage:
+    """`gone`: the store's directory is moved away, so no connection opens; `stalled`: another one holds the lock."""
+
+    reads_wait_on_writes = False  # WAL: readers never wait for a writer
+
+    def __init__(self, path: Path) -> None:
+        self.home = path.parent
+        self.away = path.parent.with_name(path.parent.name + "-away")
+        self.locker: sqlite3.Connection | None = None
+
+    def begin(self, kind: str) -> None:
+        if kind == "gone":
+            self.home.rename(self.away)
+        else:
+            self.locker = sqlite3.connect(self.home / "features.db", isolation_level=None)
+            self.locker.execute("BEGIN IMMEDIATE")
+
+    def last(self, kind: str) -> bool:
+        """Nothing changes as the outage goes on."""
+        return False
+
+    def end(self) -> None:
+        if self.away.exists():
+            self.away.rename(self.home)
+        if self.locker is not None:
+            self.locker.close()  # rolls the open transaction back
+
+
+class AerospikeOutage:
+    """`gone`: the proxy drops every connection and refuses new ones; `stalled`: it holds every byte."""
+
+    reads_wait_on_writes = True
+
+    def __init__(self, proxy: TcpProxy, store: AerospikeStore) -> None:
+        self.proxy = proxy
+        self.store = store
+
+    def begin(self, kind: str) -> None:
+        if kind == "gone":
+            self.proxy.cut()
+        else:
+            self.proxy.stall()
+
+    def last(self, kind: str) -> bool:
+        """For `gone`: wait until the client has dropped the node, as in any outage of a few seconds; True then."""
+        if kind != "gone":
+            return False
+        deadline = time.monotonic() + 15
+        while self.store.client().get_nodes():
+            assert time.monotonic() < deadline, "the client still holds a node it cannot reach"
+            time.sleep(0.2)
+        return True
+
+    def end(self) -> None:
+        self.proxy.restore()
+
+
+Outage = SQLiteOutage | AerospikeOutage
+STORE_DOWN = (StoreUnavailable, StoreTimeout)
+
+
+@pytest.fixture
+def outage(opener: Opener, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[OnlineStore, Outage]]:
+    """A store of the backend under test whose server or file a test can take away; its own deadlines shortened."""
+    if opener.backend == "sqlite":
+        monkeypatch.setattr(featurestore.sqlite, "BUSY_TIMEOUT_MS", 300)
+        with opener() as store:
+            yield store, SQLiteOutage(opener.sqlite_path)
+        return
+    monkeypatch.setattr(featurestore.aerospike, "WRITE_TIMEOUT_MS", 1_000)
+    monkeypatch.setattr(featurestore.aerospike, "SCAN_TIMEOUT_MS", 1_000)
+    target = parse_hosts(opener.settings.aerospike_hosts)[0][:2]
+    with TcpProxy(target) as proxy:
+        settings = opener.settings.with_overrides(aerospike_hosts=proxy.address, aerospike_timeout_ms=500)
+        with Opener("aerospike", settings=settings)() as store:
+            # the client keeps the seed's address for the node it finds there and learns others from its peers list,
+            # which leaves the node itself out: a one-node cluster is reached through the proxy only (a larger one
+            # would show its other nodes' own addresses here)
+            assert store.client().get_nodes() == [("127.0.0.1", proxy.port)], store.client().get_nodes()
+            assert proxy.accepted > 0
+            yield store, AerospikeOutage(proxy, store)
+
+
+def in_new_thread(call: Callable[[], Any]) -> Any:
+    """What `call` returns, or the exception it raises, on a thread of its own (which opens its own connection)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except Exception as exc:  # returned to the test
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(30)
+    return outcome[0]
+
+
+@pytest.mark.parametrize("kind", ["gone", "stalled"])
+def test_outage_raises_store_errors_and_the_same_store_recovers(
+    outage: tuple[OnlineStore, Outage], new_ids: Callable[[int], list[str]], kind: str
+) -> None:
+    store, control = outage
+    kept, added, ghost = new_ids(3)
+    store.write([(kept, versioned(1))])
+    writes = {"write": lambda: store.write([(added, versioned(2))]), "delete": lambda: store.delete([ghost])}
+    reads = {"read": lambda: store.read([kept, added], BIN_NAMES), "info": store.info,
+             "metadata": lambda: store.get_metadata("dataset-metadata", ghost)}
+
+    def attempt() -> dict[str, Any]:
+        """What each call returns or raises, each on a new thread."""
+        return {name: in_new_thread(call) for name, call in {**writes, **reads, "health": store.health}.items()}
+
+    control.begin(kind)
+    try:
+        attempts = [attempt()]
+        if control.last(kind):
+            attempts.append(attempt())
+    finally:
+        control.end()
+    down = StoreTimeout if kind == "stalled" else STORE_DOWN
+    reads_fail = kind == "gone" or control.reads_wait_on_writes
+    for outcomes in attempts:
+        for name in (*writes, *(reads if reads_fail else ())):
+            assert isinstance(outcomes[name], down), (name, outcomes[name])
+        assert outcomes["health"]["ok"] is not reads_fail
+        if not reads_fail:
+            assert [row.found for row in outcomes["read"]] == [True, False]
+    deadline = time.monotonic() + 15
+    while isinstance(written := in_new_thread(writes["write"]), STORE_DOWN):
+        assert time.monotonic() < deadline, f"the store did not recover: {written!r}"
+        time.sleep(0.2)
+    assert written.written + written.skipped == 1  # a write that timed out may still have landed
+    assert [check_versioned(row.bins) for row in store.read([kept, added], BIN_NAMES)] == [1, 2]
+    assert store.health()["ok"] is True
+
+
+@pytest.mark.aerospike
+def test_refused_credentials_are_a_store_error_not_an_outage(store_aerospike_settings: Settings) -> None:
+    settings = store_aerospike_settings.with_overrides(aerospike_user="nobody", aerospike_password="wrong")
+    with pytest.raises(StoreError, match="refused") as raised:
+        AerospikeStore(settings).read(["d1"], READ_BINS)
+    assert not isinstance(raised.value, StoreUnavailable | StoreTimeout)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from featurestore.base import StoreError
+from featurestore.base import StoreError, StoreUnavailable
 from featurestore.sqlite import SQLiteStore
 from schemas.features import BIN_NAMES
 
@@ -39,3 +39,16 @@ def test_a_closed_store_refuses_work(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreError, match="closed"):
         store.read(["d1"], ("_event_ms",))
+
+
+def test_a_full_disk_is_unavailable_and_the_store_writes_again_once_there_is_room(tmp_path: Path) -> None:
+    record = {"_event_ms": 5, "_n_events": 1, "da_resp_1h": list(range(1000))}
+    with SQLiteStore(tmp_path / "features.db") as store:
+        conn = store._conn()  # this thread's connection: its page limit stands in for a full disk (root has no quota)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        with pytest.raises(StoreUnavailable, match="disk is full"):
+            store.write([(f"d{i}", record) for i in range(50)])
+        assert not store.read(["d0"], ("_event_ms",))[0].found
+        conn.execute("PRAGMA max_page_count = 1073741823")
+        assert store.write([(f"d{i}", record) for i in range(50)]).written == 50
