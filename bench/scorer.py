@@ -48,7 +48,7 @@ from modelregistry.registry import active_version, load_export, promote
 from runtime.config import Settings, load_settings
 from runtime.topics import create_topics
 from schemas.features import MODEL_FEATURES
-from schemas.messages import decode_score_request, encode, score_response
+from schemas.messages import ZERO_TIMINGS, decode_score_request, encode, score_response
 from scorer.harness import Responses, WorkerProcess
 from scorer.rank import Policy, rank_request
 from scorer.reader import READ_BINS, read_rows
@@ -138,7 +138,7 @@ def bench_inproc(store: OnlineStore, requests: list[dict], model: ModelExport, p
         read = time.perf_counter()
         ranking = rank_request(request, rows, model, policy)
         encode(score_response(request["request_id"], ranking.strategy, ranking.ranked, reason=ranking.reason,
-                              model_version=model.version, timings_ms={}))
+                              model_version=model.version, timings_ms=ZERO_TIMINGS))
         done = time.perf_counter()
         total.append((done - started) * 1000)
         core.append((done - read) * 1000)

@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "tripscore.kafka_cli",
     "scorer.cli",
     "tripscore.store_cli",
+    "tripscore.schemas_cli",
     "streaming.cli",
     "batch.cli",
     "modelregistry.cli",
