@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import os
 import signal
 import subprocess
@@ -13,12 +12,15 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
+from kafka_helpers import read_topic
 
 from batch.generate import generate_city
+from clients import TripEventProducer
 from features.fold import fold
 from featurestore import open_store
 from runtime.config import Settings, load_settings
+from runtime.kafka_clients import kafka_python_options
 from schemas.features import BIN_NAMES
 from schemas.messages import encode
 from streaming.job import StreamOptions, run
@@ -46,13 +48,17 @@ def settings(kafka_bootstrap: str, new_topic, tmp_path: Path) -> Settings:
                          topic_trip_events=new_topic(partitions=1), topic_trip_events_dlq=new_topic(partitions=1))
 
 
-def produce(settings: Settings, messages: list[dict | tuple[bytes, bytes]]) -> None:
-    """Send dicts (keyed by driver) or raw (key, value) pairs, in order."""
-    producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap, linger_ms=5)
-    for message in messages:
-        key, value = message if isinstance(message, tuple) else (message["driver_id"].encode(), encode(message))
+def produce(settings: Settings, events: list[dict]) -> None:
+    """Send valid TripEvents in order, keyed by driver."""
+    with TripEventProducer(settings) as producer:
+        assert producer.send_all(events) == []
+
+
+def produce_raw(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
+    """Send (key, value) pairs as they are, in order: what no client of ours would send."""
+    producer = KafkaProducer(**kafka_python_options(settings), linger_ms=5)
+    for key, value in messages:
         producer.send(settings.topic_trip_events, key=key, value=value)
-    producer.flush()
     producer.close()
 
 
@@ -67,14 +73,8 @@ def records(settings: Settings, ids: list[str]) -> dict[str, dict | None]:
     return {row.entity_id: row.bins and {k: v for k, v in row.bins.items() if k != "_updated_ms"} for row in rows}
 
 
-def dead_letters(settings: Settings, expected: int, timeout_s: float = 30.0) -> list[tuple[bytes, dict]]:
-    consumer = KafkaConsumer(settings.topic_trip_events_dlq, bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
-    letters, deadline = [], time.monotonic() + timeout_s
-    while len(letters) < expected and time.monotonic() < deadline:
-        letters += [(m.key, json.loads(m.value)) for m in consumer]
-    consumer.close()
-    return letters
+def dead_letters(settings: Settings, expected: int) -> list[tuple[bytes, dict]]:
+    return read_topic(settings.kafka_bootstrap, settings.topic_trip_events_dlq, expected)
 
 
 def test_scripted_sequence_yields_the_hand_computed_features(spark, settings, tmp_path):
@@ -148,14 +148,12 @@ def test_malformed_and_late_events_go_to_the_dlq_and_valid_ones_land(spark, sett
         event("c2", "trip_offered", "2024-06-03T08:01:00Z", c, "t1"),
         event("c3", "offer_accepted", "2024-06-03T08:02:00Z", c, "t1"),
         event("c4", "trip_completed", "2024-06-03T08:20:00Z", c, "t1"),
-        # batch 1: three malformed records and one late event
-        (c.encode(), b"{not json"),
-        (c.encode(), missing_id),
-        (b"k-bad", bad_type),
-        late,
-        # batch 2: a valid event after them still lands
-        event("c5", "trip_rated", "2024-06-03T08:22:00Z", c, "t1", rating=5),
     ])
+    # batch 1: three malformed records and one late event
+    produce_raw(settings, [(c.encode(), b"{not json"), (c.encode(), missing_id), (b"k-bad", bad_type)])
+    produce(settings, [late])
+    # batch 2: a valid event after them still lands
+    produce(settings, [event("c5", "trip_rated", "2024-06-03T08:22:00Z", c, "t1", rating=5)])
     metrics = stream(spark, settings, tmp_path, max_offsets=4)
     record = records(settings, [c])[c]
     assert (record["_n_events"], record["ds_total_trips"], record["ds_avg_rating"]) == (5, 1, 5.0)
