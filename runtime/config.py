@@ -63,6 +63,7 @@ class Settings:
     stream_partitions: int = field(default_factory=lambda: int(_env("stream_partitions", "2")))
     stream_write_batch: int = field(default_factory=lambda: int(_env("stream_write_batch", "5000")))
     stream_metrics_port: int = field(default_factory=lambda: int(_env("stream_metrics_port", "9108")))
+    stream_store_giveup_s: float = field(default_factory=lambda: float(_env("stream_store_giveup_s", "600")))
     verbose: bool = field(default_factory=lambda: _env("verbose", "") not in ("", "0", "false"))
 
     @property

@@ -15,7 +15,8 @@ Problem = tuple[str, str]
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
 BASE64_PATTERN = re.compile(r"[A-Za-z0-9+/]*={0,2}")
-FIELD_KINDS = ("str", "enum", "float", "int", "ts", "list", "object")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+FIELD_KINDS = ("str", "enum", "float", "int", "bool", "ts", "list", "object")
 COMPOSITE_KINDS = frozenset({"list", "object"})
 
 
@@ -74,22 +75,38 @@ class Field:
         return self.is_required(message) and not (self.nullable and self.name in message)
 
 
+TS_MAX_MS = 10**14
+"""Timestamps are epoch milliseconds in [0, TS_MAX_MS): 1970 to the year 5138, whichever way they are written."""
+
+
 def parse_ts_ms(value: Any) -> int | None:
     """Epoch milliseconds from epoch-ms (number) or ISO-8601 with an offset; None when not a valid time."""
     kind = type(value)
     if kind is int:
-        return value if 0 <= value < 10**14 else None
+        return value if 0 <= value < TS_MAX_MS else None
     if kind is float:
-        return int(value) if math.isfinite(value) and 0 <= value < 1e14 and value == int(value) else None
+        return int(value) if math.isfinite(value) and 0 <= value < TS_MAX_MS and value == int(value) else None
     if kind is str and 10 <= len(value) <= 40:
         try:
             parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1) if value.endswith("Z") else value)
-        except ValueError:
+            if parsed.tzinfo is None:
+                return None
+            ts_ms = int(round(parsed.timestamp() * 1000))
+        except (ValueError, OverflowError):  # not a time, or one whose offset moves it out of datetime's range
             return None
-        if parsed.tzinfo is None:
-            return None
-        return int(round(parsed.timestamp() * 1000))
+        return ts_ms if 0 <= ts_ms < TS_MAX_MS else None
     return None
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether `text` holds a UTF-16 surrogate JSON let through (`"\\ud800"`): not Unicode, so not encodable."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 Check = tuple[Any, str | None]
@@ -135,6 +152,8 @@ def _str_checker(spec: Field) -> Checker:
     def check(value: Any) -> Check:
         if not isinstance(value, str):
             return None, f"expected a string, got {type(value).__name__}"
+        if has_lone_surrogate(value):
+            return None, "is not valid Unicode (a lone UTF-16 surrogate)"
         if len(value) < min_len:
             return None, f"must have at least {min_len} character(s)"
         if max_len is not None and len(value) > max_len:
@@ -159,18 +178,28 @@ def _enum_checker(spec: Field) -> Checker:
     return check
 
 
+def _bool_checker(spec: Field) -> Checker:
+    def check(value: Any) -> Check:
+        if type(value) is not bool:
+            return None, f"expected true or false, got {type(value).__name__}"
+        return value, None
+
+    return check
+
+
 def _ts_checker(spec: Field) -> Checker:
     def check(value: Any) -> Check:
         ts_ms = parse_ts_ms(value)
         if ts_ms is None:
-            return None, "expected ISO-8601 with an offset or epoch milliseconds"
+            return None, "expected ISO-8601 with an offset or epoch milliseconds, from 1970 up to epoch ms 10^14"
         return ts_ms, None
 
     return check
 
 
 _CHECKER_BUILDERS: dict[str, Callable[[Field], Checker]] = {
-    "float": _number_checker, "int": _number_checker, "str": _str_checker, "enum": _enum_checker, "ts": _ts_checker,
+    "float": _number_checker, "int": _number_checker, "str": _str_checker, "enum": _enum_checker,
+    "bool": _bool_checker, "ts": _ts_checker,
 }
 
 

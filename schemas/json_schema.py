@@ -94,6 +94,8 @@ def value_schema(spec: Field) -> dict[str, Any]:
         return _string(spec)
     if spec.kind == "enum":
         return {"type": "string", "enum": list(spec.choices)}
+    if spec.kind == "bool":
+        return {"type": "boolean"}
     if spec.kind == "ts":
         return _timestamp()
     if spec.kind == "list":

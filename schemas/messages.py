@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import base64
+import functools
+import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
-from schemas.fields import BASE64_PATTERN, ID_PATTERN, Field, Problem, RequiredWhen, check_object, message_builder
+from schemas.fields import (
+    BASE64_PATTERN,
+    ID_PATTERN,
+    SHA256_PATTERN,
+    Field,
+    Problem,
+    RequiredWhen,
+    check_object,
+    message_builder,
+)
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = (
@@ -26,6 +37,12 @@ TRIP_EVENT_TYPES = frozenset(EVENT_TYPES[2:])
 STRATEGIES = ("model", "distance_only", "error")
 FEATURE_STATUSES = ("present", "partial", "stale", "missing")
 MESSAGE = "<message>"
+DEAD_LETTER_MAX_BYTES = 900_000
+"""A DeadLetter never exceeds this (Kafka's default limit is 1 MiB per message); a larger original is cut."""
+MAX_PROBLEMS = 50
+MAX_REASON_CHARS = 300
+Decoded = tuple[dict[str, Any] | None, list[Problem]]
+"""A decoder's outcome: (the normalised message, []) or (None, every problem)."""
 
 
 def _for_types(*types: str) -> RequiredWhen:
@@ -93,7 +110,10 @@ DEAD_LETTER_ERROR: tuple[Field, ...] = (
 )
 
 DEAD_LETTER: tuple[Field, ...] = (
-    Field("original_b64", "str", pattern=BASE64_PATTERN, doc="the rejected message's bytes, base64"),
+    Field("original_b64", "str", pattern=BASE64_PATTERN, doc="the rejected bytes (the first ones if cut), base64"),
+    Field("original_bytes", "int", ge=0, doc="the original's full size"),
+    Field("original_sha256", "str", pattern=SHA256_PATTERN, doc="SHA-256 of the full original, hex"),
+    Field("original_truncated", "bool", doc="true when original_b64 holds only the first bytes (kept under 1 MiB)"),
     Field("topic", "str", doc="where it was read"),
     Field("partition", "int", nullable=True, ge=0),
     Field("offset", "int", nullable=True, ge=0),
@@ -133,6 +153,21 @@ def decode_json(raw: bytes | str | None) -> tuple[Any, list[Problem]]:
         return _DECODER.decode(raw), []
     except ValueError as exc:
         return None, [(MESSAGE, f"not valid JSON: {exc}")]
+    except RecursionError:
+        return None, [(MESSAGE, "not valid JSON: nested too deeply")]
+
+
+def guarded(decode: Callable[[Any], Decoded]) -> Callable[[Any], Decoded]:
+    """`decode`, made total: whatever it raises becomes a problem naming the exception, so no input stops a stage."""
+
+    @functools.wraps(decode)
+    def total(raw: Any) -> Decoded:
+        try:
+            return decode(raw)
+        except Exception as exc:  # noqa: BLE001 - the per-message guard: one outcome per input, whatever happens
+            return None, [(MESSAGE, f"could not be decoded: {type(exc).__name__}: {exc}")]
+
+    return total
 
 
 def validate_trip_event(message: Any) -> tuple[dict[str, Any] | None, list[Problem]]:
@@ -140,7 +175,8 @@ def validate_trip_event(message: Any) -> tuple[dict[str, Any] | None, list[Probl
     return check_object(TRIP_EVENT, message)
 
 
-def decode_trip_event(raw: bytes | str | None) -> tuple[dict[str, Any] | None, list[Problem]]:
+@guarded
+def decode_trip_event(raw: bytes | str | None) -> Decoded:
     """Decode and validate one `trip-events` value."""
     message, problems = decode_json(raw)
     return (None, problems) if problems else validate_trip_event(message)
@@ -158,15 +194,24 @@ def validate_score_request(message: Any) -> tuple[dict[str, Any] | None, list[Pr
     return (None, problems) if problems else (request, [])
 
 
-def decode_score_request(raw: bytes | str | None) -> tuple[dict[str, Any] | None, list[Problem]]:
+@guarded
+def decode_score_request(raw: bytes | str | None) -> Decoded:
     """Decode and validate one `score-requests` value."""
     message, problems = decode_json(raw)
     return (None, problems) if problems else validate_score_request(message)
 
 
+def bounded(problems: Sequence[Problem]) -> list[Problem]:
+    """At most `MAX_PROBLEMS` problems of at most `MAX_REASON_CHARS` each: a hostile input cannot bloat its report."""
+    kept = [(field[:MAX_REASON_CHARS], reason[:MAX_REASON_CHARS]) for field, reason in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        kept.append((MESSAGE, f"... and {len(problems) - MAX_PROBLEMS} more problem(s)"))
+    return kept
+
+
 def describe_problems(problems: Sequence[Problem]) -> str:
-    """One readable line: `field: reason; field: reason`."""
-    return "; ".join(f"{field}: {reason}" for field, reason in problems)
+    """One readable line: `field: reason; field: reason` (bounded)."""
+    return "; ".join(f"{field}: {reason}" for field, reason in bounded(problems))
 
 
 def iso_now() -> str:
@@ -182,18 +227,31 @@ def dead_letter(
     topic: str,
     partition: int | None,
     offset: int | None,
+    max_bytes: int = DEAD_LETTER_MAX_BYTES,
 ) -> dict[str, Any]:
-    """The DeadLetter for a rejected input: original bytes, where it came from and what was wrong."""
-    return _dead_letter(
-        original_b64=base64.b64encode(raw or b"").decode("ascii"),
+    """The DeadLetter for a rejected input: original bytes, where it came from and what was wrong.
+
+    It always encodes within `max_bytes`: a larger original is cut, and its full size and SHA-256 digest are kept.
+    """
+    raw = bytes(raw or b"")
+    kept = bounded(problems)
+    letter = _dead_letter(
+        original_b64="",
+        original_bytes=len(raw),
+        original_sha256=hashlib.sha256(raw).hexdigest(),
+        original_truncated=False,
         topic=topic,
         partition=partition,
         offset=offset,
-        error=describe_problems(problems),
-        errors=[_dead_letter_error(field, reason) for field, reason in problems],
+        error=describe_problems(kept),
+        errors=[_dead_letter_error(field, reason) for field, reason in kept],
         stage=stage,
         failed_at=iso_now(),
     )
+    room = (max_bytes - len(encode(letter))) // 4 * 3  # base64 makes 4 characters of every 3 bytes
+    letter["original_truncated"] = len(raw) > room
+    letter["original_b64"] = base64.b64encode(raw[: max(room, 0)]).decode("ascii")
+    return letter
 
 
 def score_response(

@@ -31,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from featurestore import close_stores, open_store
 from runtime.config import Settings, load_settings
 from scorer import metrics
+from scorer.membership import claim_instance_id
 from scorer.reader import resolve_mode
 from scorer.service import Origin, Outgoing, Scorer
 
@@ -55,7 +56,7 @@ def faust_app(settings: Settings, handle: Handler) -> faust.App:
         web_port=settings.scorer_web_port,
         broker_commit_interval=settings.scorer_commit_interval_s,
         broker_session_timeout=settings.scorer_session_timeout_s,
-        consumer_group_instance_id=settings.scorer_instance_id or None,  # static membership: restarts skip rebalance
+        consumer_group_instance_id=settings.scorer_instance_id or claim_instance_id(datadir.parent / "members"),
         producer_linger_ms=0,
         topic_replication_factor=1,
     )
@@ -67,9 +68,15 @@ def faust_app(settings: Settings, handle: Handler) -> faust.App:
         async for event in manual.events():
             received = time.perf_counter()
             message = event.message
-            outgoing = await handle(event.value, event.key, Origin(message.topic, message.partition, message.offset))
-            # the producer itself, not Topic.send: the bytes are final, and Faust's per-message wrapping is skipped
-            pending = [await app.producer.send(out.topic, out.key, out.value, None, None, None) for out in outgoing]
+            try:
+                outgoing = await handle(event.value, event.key,
+                                        Origin(message.topic, message.partition, message.offset))
+                # the producer itself, not Topic.send: the bytes are final, and Faust's per-message wrapping is skipped
+                pending = [await app.producer.send(out.topic, out.key, out.value, None, None, None)
+                           for out in outgoing]
+            except Exception:  # the agent outlives any one request; this one stays unacked (redelivered on restart)
+                log.exception("request at %s offset %s not answered", message.tp, message.offset)
+                continue
             # ack once the broker has every message of this request; the actor moves on meanwhile
             delivered = asyncio.gather(*pending)
             delivered.add_done_callback(functools.partial(_acknowledge, manual, event, received))

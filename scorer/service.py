@@ -10,7 +10,17 @@ from typing import Any
 
 from featurestore.base import OnlineStore
 from runtime.config import Settings
-from schemas.messages import dead_letter, decode_json, decode_score_request, encode, error_response, score_response
+from schemas.fields import Problem
+from schemas.messages import (
+    MESSAGE,
+    SCORE_REQUEST,
+    dead_letter,
+    decode_json,
+    decode_score_request,
+    encode,
+    error_response,
+    score_response,
+)
 from scorer import metrics
 from scorer.drift import DriftMonitor
 from scorer.model_watch import ActiveModel
@@ -19,6 +29,7 @@ from scorer.reader import FeatureReader
 
 log = logging.getLogger(__name__)
 DLQ_STAGE = "score"
+REQUEST_ID = next(spec for spec in SCORE_REQUEST if spec.name == "request_id")
 
 
 @dataclass(frozen=True)
@@ -64,21 +75,29 @@ class Scorer:
         metrics.set_model(self.active.version)
 
     async def handle(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Outgoing]:
-        """The response (plus a DeadLetter for a malformed request) to produce for one input."""
+        """The response (plus a DeadLetter for a malformed request) to produce for one input; never raises."""
         request, problems = decode_score_request(raw)
         if request is None:
-            request_id = _recover_request_id(raw) or (key or b"").decode("utf-8", "replace")
-            metrics.DEAD_LETTERS.inc()
-            metrics.RESPONSES_BY_STRATEGY["error"].inc()
-            letter = dead_letter(raw, problems, stage=DLQ_STAGE, topic=origin.topic, partition=origin.partition,
-                                 offset=origin.offset)
-            return [
-                Outgoing(self.settings.topic_risk_scores, request_id.encode() or key,
-                         encode(error_response(request_id, problems))),
-                Outgoing(self.settings.topic_score_dlq, key, encode(letter)),
-            ]
-        response = await self.score(request)
-        return [Outgoing(self.settings.topic_risk_scores, request["request_id"].encode(), encode(response))]
+            return self._reject(raw, key, origin, problems)
+        try:
+            response = await self.score(request)
+            return [Outgoing(self.settings.topic_risk_scores, request["request_id"].encode(), encode(response))]
+        except Exception as exc:  # the per-request guard: a bug answers this request, it never stops the agent
+            log.exception("request %r failed", request["request_id"])
+            return self._reject(raw, key, origin, [(MESSAGE, f"could not be scored: {type(exc).__name__}: {exc}")])
+
+    def _reject(self, raw: bytes | None, key: bytes | None, origin: Origin, problems: list[Problem]) -> list[Outgoing]:
+        """An `error` answer (keyed by the request id when one can be read) and the input's DeadLetter."""
+        request_id = _recover_request_id(raw) or (key or b"").decode("utf-8", "replace")
+        metrics.DEAD_LETTERS.inc()
+        metrics.RESPONSES_BY_STRATEGY["error"].inc()
+        letter = dead_letter(raw, problems, stage=DLQ_STAGE, topic=origin.topic, partition=origin.partition,
+                             offset=origin.offset)
+        return [
+            Outgoing(self.settings.topic_risk_scores, request_id.encode("utf-8", "replace") or key,
+                     encode(error_response(request_id, problems))),
+            Outgoing(self.settings.topic_score_dlq, key, encode(letter)),
+        ]
 
     async def score(self, request: Mapping[str, Any]) -> dict[str, Any]:
         """The ScoreResponse of a validated request; fallbacks are answers, never exceptions."""
@@ -109,10 +128,12 @@ class Scorer:
 
 
 def _recover_request_id(raw: bytes | None) -> str | None:
-    """The request_id of a malformed request when it is itself a usable id."""
+    """The request_id of a malformed request when it is itself a valid id."""
     message, problems = decode_json(raw)
-    request_id = message.get("request_id") if not problems and isinstance(message, dict) else None
-    return request_id if isinstance(request_id, str) and 0 < len(request_id) <= 64 else None
+    if problems or not isinstance(message, dict) or message.get("request_id") is None:
+        return None
+    request_id, reason = REQUEST_ID.check(message["request_id"])
+    return request_id if reason is None else None
 
 
 def _ms(seconds: float) -> float:

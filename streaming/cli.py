@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _stream(args: argparse.Namespace) -> int:
+    from runtime.retry import GaveUp
     from runtime.spark import spark_session
     from streaming.job import LAUNCH_CONF, StreamOptions, run, stream_conf
 
@@ -55,6 +56,9 @@ def _stream(args: argparse.Namespace) -> int:
     spark = spark_session(settings, "tripscore-stream", **stream_conf(options), **LAUNCH_CONF)
     try:
         run(spark, settings, options, stop)
+    except GaveUp as exc:
+        log.error("stream stopped: %s", exc)
+        return 1
     finally:
         spark.stop()
     return 0

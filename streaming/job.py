@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
@@ -16,6 +17,7 @@ from pyspark.sql.streaming.state import GroupStateTimeout
 
 from featurestore import open_store
 from runtime.config import Settings
+from runtime.retry import Interrupted, gave_up_in
 from streaming.metrics import StreamMetrics
 from streaming.parse import PARSED_SCHEMA, RAW_COLUMNS, parse_batches
 from streaming.sink import Sink
@@ -24,6 +26,8 @@ from streaming.stateful import OUTPUT_SCHEMA, STATE_SCHEMA, update_function
 log = logging.getLogger(__name__)
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 POLL_S = 0.5
+STOP_GRACE_S = 2.0
+"""On SIGTERM a running batch gets this long to finish; after that it is interrupted (and replayed on restart)."""
 EVENT_TIME = "event_time"
 """The watermarked timestamp column (event time, UTC); the update function reads the time packed in `event`."""
 LAUNCH_CONF = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
@@ -122,7 +126,7 @@ def start(session: SparkSession, settings: Settings, options: StreamOptions, sin
     return query
 
 
-def stop_between_batches(query: StreamingQuery, timeout_s: float = 60.0) -> None:
+def stop_between_batches(query: StreamingQuery, timeout_s: float = STOP_GRACE_S) -> None:
     """Stop the query once no batch is running (or after `timeout_s`; an interrupted batch is replayed)."""
     deadline = time.monotonic() + timeout_s
     while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
@@ -160,11 +164,12 @@ def _await_last_progress(query: StreamingQuery, metrics: StreamMetrics, timeout_
 
 def run(spark: SparkSession, settings: Settings, options: StreamOptions,
         stop: threading.Event | None = None) -> StreamMetrics:
-    """Run until the query ends (AvailableNow) or `stop` is set; raises the query's failure."""
+    """Run until the query ends (AvailableNow) or `stop` is set; raises the query's failure (`GaveUp` when a
+    dependency stayed down past the give-up time)."""
     settings = settings.with_overrides(sqlite_path=settings.sqlite_file.resolve())  # executors open it too
     open_store(settings)  # fail fast, and create a new SQLite file before executors race to
     metrics = StreamMetrics(options.metrics_port)
-    sink = Sink(settings, options.write_batch, metrics.observe_sink)
+    sink = Sink(settings, options.write_batch, metrics.observe_sink, stop)
     session = stream_session(spark, options)
     query = start(session, settings, options, sink)
     listener = _ProgressListener(str(query.id), metrics)
@@ -175,6 +180,12 @@ def run(spark: SparkSession, settings: Settings, options: StreamOptions,
                 log.info("stopping after the current batch")
                 stop_between_batches(query)
         _await_last_progress(query, metrics)
+    except StreamingQueryException as exc:
+        if isinstance(sink.failure, Interrupted):  # a shutdown cut a retrying batch short: it is replayed later
+            return metrics
+        if gave_up := gave_up_in(exc):  # in the sink or on an executor: one clear line, not Spark's traceback
+            raise gave_up from None
+        raise
     finally:
         if query.isActive:
             query.stop()

@@ -1,20 +1,26 @@
 """The foreachBatch sink: dead letters to the DLQ topic, driver records to the online store, in batches.
 
-Any failure raises, which fails the micro-batch so its offsets are not committed and it is replayed on restart;
-the store's newer-wins makes the replayed writes no-ops (dead letters are at least once).
+A store or broker error is retried with backoff inside the micro-batch, whose offsets are not committed until
+every write succeeded; only an outage longer than `TRIPSCORE_STREAM_STORE_GIVEUP_S` fails the batch (and so the
+query), which is then replayed on restart: the store's newer-wins makes replayed writes no-ops (dead letters are
+at least once).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
 from pyspark.sql import DataFrame
 
 from featurestore import open_store
+from featurestore.base import BadInput, Record, StoreError
 from runtime.config import Settings
+from runtime.retry import retry
 from streaming.metrics import SinkStats, lag_quantiles
 from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD
 
@@ -24,10 +30,13 @@ SEND_TIMEOUT_S = 30.0
 class Sink:
     """Callable for `writeStream.foreachBatch`; owns the DLQ producer and reports `SinkStats`."""
 
-    def __init__(self, settings: Settings, write_batch: int, on_batch: Callable[[SinkStats], None]) -> None:
+    def __init__(self, settings: Settings, write_batch: int, on_batch: Callable[[SinkStats], None],
+                 stop: threading.Event | None = None) -> None:
         self.settings = settings
         self.write_batch = write_batch
         self.on_batch = on_batch
+        self.stop = stop  # set by a shutdown request: a retrying batch gives up at once (and is replayed later)
+        self.failure: BaseException | None = None  # why the last failed batch failed, as our code saw it
         self._producer: KafkaProducer | None = None
 
     @property
@@ -46,7 +55,24 @@ class Sink:
         for future in futures:
             future.get(timeout=SEND_TIMEOUT_S)
 
+    def write(self, records: list[Record]) -> int:
+        """Write records to the store in chunks of `write_batch`; returns how many were applied."""
+        store = open_store(self.settings)
+        return sum(store.write(records[start : start + self.write_batch]).written
+                   for start in range(0, len(records), self.write_batch))
+
+    def _retried(self, action: Callable[[], object], what: str, retry_on: tuple[type[BaseException], ...]) -> object:
+        return retry(action, what=what, give_up_s=self.settings.stream_store_giveup_s, retry_on=retry_on,
+                     fatal=(BadInput,), stop=self.stop)
+
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
+        try:
+            self._write_batch(frame, batch_id)
+        except BaseException as exc:
+            self.failure = exc
+            raise
+
+    def _write_batch(self, frame: DataFrame, batch_id: int) -> None:
         table = frame.toArrow()
         started = time.monotonic()
         kinds = table.column("kind").to_pylist()
@@ -54,16 +80,13 @@ class Sink:
         payloads = table.column("payload").to_pylist()
         letters = [(keys[i], payloads[i]) for i, kind in enumerate(kinds) if kind in (INVALID, LATE)]
         if letters:
-            self.dead_letter(letters)
+            self._retried(lambda: self.dead_letter(letters), f"dead letters of batch {batch_id}", (KafkaError,))
         records, times = [], []
         for key, payload in ((keys[i], payloads[i]) for i, kind in enumerate(kinds) if kind == RECORD):
             bins, accepted_ms = json.loads(payload)
             records.append((key.decode(), bins))
             times += accepted_ms
-        store = open_store(self.settings)
-        written = 0
-        for start in range(0, len(records), self.write_batch):
-            written += store.write(records[start : start + self.write_batch]).written
+        written = self._retried(lambda: self.write(records), f"store write of batch {batch_id}", (StoreError,))
         written_ms = time.time_ns() // 1_000_000
         self.on_batch(SinkStats(
             batch_id=batch_id,

@@ -11,9 +11,11 @@ from pyspark.sql.streaming.state import GroupState
 from pyspark.sql.types import BinaryType, StringType, StructField, StructType
 
 from featurestore import open_store
+from featurestore.base import BadInput, FeatureRow, StoreError
 from runtime.config import Settings
+from runtime.retry import retry
 from schemas.features import BIN_NAMES
-from schemas.messages import dead_letter, decode_trip_event, encode
+from schemas.messages import MESSAGE, dead_letter, decode_trip_event, encode
 from streaming.driver_state import LATE_FIELD, advance
 from streaming.parse import INVALID_KEY, PackedEvent, unpack
 
@@ -39,6 +41,15 @@ def _dead_row(kind: str, event: PackedEvent, problems: list[tuple[str, str]], to
     return kind, event.key, encode(letter)
 
 
+def _seed(settings: Settings, driver_id: str) -> dict[str, Any] | None:
+    """The driver's store record on first sight, read through store outages shorter than the give-up time."""
+    def read() -> list[FeatureRow]:
+        return open_store(settings).read([driver_id], BIN_NAMES)  # opening may fail too: a new worker's first call
+
+    return retry(read, what=f"seed read of driver {driver_id}", give_up_s=settings.stream_store_giveup_s,
+                 retry_on=(StoreError,), fatal=(BadInput,))[0].bins
+
+
 def update_function(settings: Settings, topic: str) -> UpdateFunction:
     """The `applyInPandasWithState` function: invalid records to dead letters, valid ones into driver state."""
 
@@ -51,8 +62,13 @@ def update_function(settings: Settings, topic: str) -> UpdateFunction:
             return
         events = [unpack(cell) for frame in frames for cell in frame["event"].tolist()]
         saved = state.get[0] if state.exists else None
-        seed = None if saved is not None else open_store(settings).read([driver_id], BIN_NAMES)[0].bins
-        result = advance(saved, [e.fold for e in events], state.getCurrentWatermarkMs(), seed)
+        seed = None if saved is not None else _seed(settings, driver_id)
+        try:
+            result = advance(saved, [e.fold for e in events], state.getCurrentWatermarkMs(), seed)
+        except Exception as exc:  # the per-driver guard: its events go to the DLQ, its state stays as it was
+            problem = [(MESSAGE, f"could not be applied: {type(exc).__name__}: {exc}")]
+            yield _rows([_dead_row(INVALID, e, problem, topic) for e in events])
+            return
         state.update((result.state,))
         rows = [_dead_row(LATE, events[i], [(LATE_FIELD, reason)], topic) for i, reason in result.late]
         if result.visible is not None:

@@ -5,32 +5,36 @@ from __future__ import annotations
 import concurrent.futures
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 import pytest
+from hypothesis.errors import NonInteractiveExampleWarning
 from kafka import KafkaProducer
 from kafka_helpers import read_topic
 from scorer_helpers import PRIOR, driver_record, expected_risk, make_model, save_model, score_request
+from strategies import raw_messages, score_request_values
 
 from clients import BlockingRiskScoreClient
 from featurestore.base import FeatureRow
 from featurestore.sqlite import SQLiteStore
 from runtime.config import load_settings
 from runtime.kafka_clients import kafka_python_options
-from runtime.topics import admin_client, create_topics
+from runtime.topics import admin_client, count_topic, create_topics
 from schemas.messages import decode_score_request, encode
 from scorer.harness import WorkerProcess, free_port
 from scorer.rank import Policy, rank_request
 from scorer.reader import READ_BINS
 
 pytestmark = pytest.mark.kafka
+SESSION_TIMEOUT_S = 10.0  # the scorer's default group session timeout
 V1, V2, V3 = (f"trip_decline_risk_lr_v{n}" for n in (1, 2, 3))
 
 
 class Deployment:
     """Unique topics and consumer group, a store file, a models folder, a worker and a risk-score client."""
 
-    def __init__(self, bootstrap: str, root: Path) -> None:
+    def __init__(self, bootstrap: str, root: Path, instance_id: str | None = None) -> None:
         tag = uuid.uuid4().hex[:8]
         self.bootstrap, self.root = bootstrap, root
         self.topics = {name: f"{name}-{tag}" for name in ("score-requests", "risk-scores", "score-dlq")}
@@ -43,17 +47,22 @@ class Deployment:
             "kafka_bootstrap": bootstrap, "home": root, "sqlite_path": root / "features.db", "models_dir": self.models,
             "topic_score_requests": self.topics["score-requests"], "topic_risk_scores": self.topics["risk-scores"],
             "topic_score_dlq": self.topics["score-dlq"], "scorer_app_id": f"scorer-test-{tag}", "model_poll_s": 0.2,
-            "scorer_instance_id": f"worker-{tag}",
+            "scorer_instance_id": f"worker-{tag}" if instance_id is None else instance_id,
         }
         self.web_port = free_port()  # kept across restarts: static membership hands back the old member's metadata
         self.duplicates: list[dict] = []
         self.client = BlockingRiskScoreClient(load_settings(**self.settings), on_duplicate=self.duplicates.append)
+        self.producer = KafkaProducer(**kafka_python_options(load_settings(**self.settings)), linger_ms=0)
         self.worker = self.start_worker()
 
     def start_worker(self) -> WorkerProcess:
         worker = WorkerProcess(self.settings, self.root / "worker.log", self.web_port).start()
         worker.wait_ready()
         return worker
+
+    def send_raw(self, value: bytes, key: str) -> None:
+        """Send bytes as they are: what no client of ours would send."""
+        self.producer.send(self.topics["score-requests"], key=key.encode(), value=value)
 
     def ask(self, request: dict, timeout: float = 30.0) -> dict:
         return self.client.score(request, timeout)
@@ -69,6 +78,7 @@ class Deployment:
     def close(self) -> None:
         self.worker.stop()
         self.client.close()
+        self.producer.close()
         with admin_client(self.bootstrap) as admin:
             admin.delete_topics(list(self.topics.values()), raise_errors=False)
 
@@ -147,10 +157,9 @@ def test_malformed_requests_get_error_responses_and_dead_letters(deployment):
         "bad-dup": encode(score_request("bad-dup", [("a", 1.0), ("a", 2.0)])),
     }
     expected = {key: deployment.client.expect(key) for key in bad}
-    producer = KafkaProducer(**kafka_python_options(load_settings(**deployment.settings)), linger_ms=0)
-    for key, value in bad.items():  # what no client of ours would send
-        producer.send(deployment.topics["score-requests"], key=key.encode(), value=value)
-    producer.close()
+    for key, value in bad.items():
+        deployment.send_raw(value, key)
+    deployment.producer.flush()
     good = deployment.ask(score_request("after-bad", [("a", 1.0)]))
     assert good["strategy"] in ("model", "distance_only")
     errors = {key: future.result() for key, future in expected.items()}
@@ -199,5 +208,55 @@ def test_sigkill_under_load_loses_no_request(kafka_bootstrap, tmp_path):
         scored = {rid: answer["ranked"] for rid, f in pending.items() if (answer := f.result())["strategy"] == "model"}
         redelivered = [d for d in deployment.duplicates if d["strategy"] == "model" and d["request_id"] in scored]
         assert all(duplicate["ranked"] == scored[duplicate["request_id"]] for duplicate in redelivered)
+    finally:
+        deployment.close()
+
+
+def _hostile_requests(count: int) -> list[bytes | None]:
+    """Generated valid and hostile `score-requests` values, plus the extremes that once broke the agent."""
+    strategy = raw_messages(score_request_values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
+        generated = [strategy.example() for _ in range(count)]
+    huge = b'{"request_id": "' + b"x" * 1_000_000 + b'"}'
+    return [*generated, b"[" * 100_000 + b"]" * 100_000, b'{"request_id": "\\ud800"}', huge]
+
+
+def test_hostile_requests_are_each_answered_once_and_sigterm_still_stops_the_worker(kafka_bootstrap, tmp_path):
+    deployment = Deployment(kafka_bootstrap, tmp_path)
+    try:
+        deployment.serve(V1)
+        before = count_topic(kafka_bootstrap, deployment.topics["risk-scores"])
+        requests = _hostile_requests(150)
+        for i, value in enumerate(requests):
+            deployment.send_raw(value if value is not None else b"", f"hostile-{i}")
+        deployment.producer.flush()
+        deadline = time.monotonic() + 60
+        while (answered := count_topic(kafka_bootstrap, deployment.topics["risk-scores"]) - before) < len(requests):
+            assert time.monotonic() < deadline and deployment.worker.alive, f"{answered}/{len(requests)} answered"
+            time.sleep(0.5)
+        time.sleep(1.0)
+        assert count_topic(kafka_bootstrap, deployment.topics["risk-scores"]) - before == len(requests)
+        assert deployment.ask(score_request("after-hostile", [("a", 1.0)]))["strategy"] == "model"
+        started = time.monotonic()
+        assert deployment.worker.stop(timeout=10) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        deployment.close()
+
+
+def test_a_worker_killed_and_restarted_at_once_answers_before_the_session_timeout(kafka_bootstrap, tmp_path):
+    """The default member id is claimed per host and slot, so the restarted worker is the same static member."""
+    deployment = Deployment(kafka_bootstrap, tmp_path, instance_id="")
+    try:
+        deployment.serve(V1)
+        deployment.worker.kill()
+        killed = time.monotonic()
+        deployment.worker = WorkerProcess(deployment.settings, tmp_path / "worker.log", deployment.web_port).start()
+        answer = deployment.ask(score_request("after-restart", [("a", 1.0)]), timeout=30)
+        waited = time.monotonic() - killed
+        print(f"kill -9 and restart: first answer {waited:.2f} s after the kill")
+        assert answer["strategy"] == "model"
+        assert waited < SESSION_TIMEOUT_S, f"waited {waited:.1f} s: the restarted worker had to wait for a rebalance"
     finally:
         deployment.close()

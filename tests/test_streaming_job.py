@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import itertools
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
+import warnings
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from hypothesis.errors import NonInteractiveExampleWarning
 from kafka import KafkaProducer
 from kafka_helpers import read_topic
+from strategies import raw_messages, trip_event_values
 
 from batch.generate import generate_city
 from clients import TripEventProducer
@@ -21,8 +27,10 @@ from features.fold import fold
 from featurestore import open_store
 from runtime.config import Settings, load_settings
 from runtime.kafka_clients import kafka_python_options
+from runtime.processes import ServiceProcess
+from runtime.retry import GaveUp
 from schemas.features import BIN_NAMES
-from schemas.messages import encode
+from schemas.messages import decode_trip_event, encode
 from streaming.job import StreamOptions, run
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
@@ -48,18 +56,19 @@ def settings(kafka_bootstrap: str, new_topic, tmp_path: Path) -> Settings:
                          topic_trip_events=new_topic(partitions=1), topic_trip_events_dlq=new_topic(partitions=1))
 
 
-def produce(settings: Settings, events: list[dict]) -> None:
-    """Send valid TripEvents in order, keyed by driver."""
-    with TripEventProducer(settings) as producer:
-        assert producer.send_all(events) == []
-
-
-def produce_raw(settings: Settings, messages: list[tuple[bytes, bytes]]) -> None:
-    """Send (key, value) pairs as they are, in order: what no client of ours would send."""
-    producer = KafkaProducer(**kafka_python_options(settings), linger_ms=5)
-    for key, value in messages:
-        producer.send(settings.topic_trip_events, key=key, value=value)
-    producer.close()
+def produce(settings: Settings, messages: list[dict | tuple[bytes, bytes]]) -> None:
+    """Send valid TripEvents through the clients' producer and raw (key, value) pairs as they are, in order."""
+    with TripEventProducer(settings) as events:
+        raw = KafkaProducer(**kafka_python_options(settings), linger_ms=5)  # what no client of ours would send
+        for is_raw, run in itertools.groupby(messages, key=lambda message: isinstance(message, tuple)):
+            if is_raw:
+                for key, value in run:
+                    raw.send(settings.topic_trip_events, key=key, value=value)
+                raw.flush()
+            else:
+                assert events.send_all(run) == []
+                events.flush()
+        raw.close()
 
 
 def stream(spark, settings: Settings, tmp_path: Path, max_offsets: int):
@@ -148,12 +157,14 @@ def test_malformed_and_late_events_go_to_the_dlq_and_valid_ones_land(spark, sett
         event("c2", "trip_offered", "2024-06-03T08:01:00Z", c, "t1"),
         event("c3", "offer_accepted", "2024-06-03T08:02:00Z", c, "t1"),
         event("c4", "trip_completed", "2024-06-03T08:20:00Z", c, "t1"),
+        # batch 1: three malformed records and one late event
+        (c.encode(), b"{not json"),
+        (c.encode(), missing_id),
+        (b"k-bad", bad_type),
+        late,
+        # batch 2: a valid event after them still lands
+        event("c5", "trip_rated", "2024-06-03T08:22:00Z", c, "t1", rating=5),
     ])
-    # batch 1: three malformed records and one late event
-    produce_raw(settings, [(c.encode(), b"{not json"), (c.encode(), missing_id), (b"k-bad", bad_type)])
-    produce(settings, [late])
-    # batch 2: a valid event after them still lands
-    produce(settings, [event("c5", "trip_rated", "2024-06-03T08:22:00Z", c, "t1", rating=5)])
     metrics = stream(spark, settings, tmp_path, max_offsets=4)
     record = records(settings, [c])[c]
     assert (record["_n_events"], record["ds_total_trips"], record["ds_avg_rating"]) == (5, 1, 5.0)
@@ -231,3 +242,85 @@ def test_kill_9_and_restart_equals_a_batch_recomputation(kafka_bootstrap, new_to
         by_driver.setdefault(m["driver_id"], []).append((m["ts"], m["event_id"], m["event_type"], m.get("rating")))
     got = records(settings, sorted(by_driver))
     assert got == {driver: fold(events).to_bins() for driver, events in by_driver.items()}
+
+
+def _invalid_trip_events(count: int) -> list[bytes]:
+    """Generated trip-events values that fail validation, plus extremes: deep nesting, a nearly 1 MB original."""
+    strategy = raw_messages(trip_event_values())
+    found: list[bytes] = [b"[" * 100_000 + b"]" * 100_000, b'{"event_id": "' + b"x" * 1_000_000 + b'"}',
+                          b'{"event_id": "\\ud800", "event_type": "shift_started", "ts": 0, "driver_id": "d"}']
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonInteractiveExampleWarning)
+        while len(found) < count:
+            raw = strategy.example()
+            if raw and decode_trip_event(raw)[0] is None and len(raw) < 1_000_000:
+                found.append(raw)
+    return found
+
+
+def test_hostile_input_and_a_store_outage_stop_nothing(settings, tmp_path):
+    """A live query takes generated invalid events and a locked store in its stride, then stops on SIGTERM."""
+    valid = list(generate_city(seed=7, drivers=20, days=1).messages())
+    invalid = _invalid_trip_events(60)
+    mixed: list[dict | tuple[bytes, bytes]] = list(valid)
+    for i, raw in enumerate(invalid):
+        mixed.insert(i * len(valid) // len(invalid), (f"bad-{i}".encode(), raw))
+    half = len(mixed) // 2
+    job = ServiceProcess(
+        ["stream", "--checkpoint", str(tmp_path / "checkpoint"), "--metrics-port", "0", "--trigger-ms", "200"],
+        {"kafka_bootstrap": settings.kafka_bootstrap, "home": tmp_path / "home", "sqlite_path": settings.sqlite_file,
+         "topic_trip_events": settings.topic_trip_events, "topic_trip_events_dlq": settings.topic_trip_events_dlq,
+         "stream_store_giveup_s": 120},
+        tmp_path / "stream.log").start()
+    try:
+        produce(settings, mixed[:half])
+        first_drivers = [m["driver_id"] for m in valid[:50]]
+        job.wait_until(lambda: settings.sqlite_file.exists() and any(records(settings, first_drivers).values()),
+                       "the first records", timeout=180)
+        lock = sqlite3.connect(settings.sqlite_file, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # writers wait past the store's busy timeout (5 s) and fail: an outage
+        produce(settings, mixed[half:])
+        time.sleep(12)
+        lock.execute("ROLLBACK")
+        lock.close()
+        by_driver: dict[str, list] = {}
+        for m in valid:
+            by_driver.setdefault(m["driver_id"], []).append((m["ts"], m["event_id"], m["event_type"], m.get("rating")))
+        expected = {driver: fold(events).to_bins() for driver, events in by_driver.items()}
+        job.wait_until(lambda: records(settings, sorted(expected)) == expected, "every valid event", timeout=180)
+        letters = dead_letters(settings, len(invalid))
+        assert len(letters) == len(invalid)
+        assert sorted(letter["original_sha256"] for _, letter in letters) == sorted(
+            hashlib.sha256(raw).hexdigest() for raw in invalid)
+        assert "retrying" in job.log_tail(200_000), "the locked store never made a write fail"
+
+        lock = sqlite3.connect(settings.sqlite_file, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")  # SIGTERM while a batch waits for the store: it stops, unwritten, at once
+        failures = job.log_tail(200_000).count("retrying in")
+        produce(settings, [{**valid[-1], "event_id": "after-the-outage", "ts": valid[-1]["ts"] + 1}])
+        job.wait_until(lambda: job.log_tail(200_000).count("retrying in") > failures, "a failed write", timeout=120)
+        started = time.monotonic()
+        assert job.stop(timeout=10) == 0, job.log_tail()
+        assert time.monotonic() - started < 10
+        lock.execute("ROLLBACK")
+        lock.close()
+    finally:
+        job.stop(timeout=10)
+
+
+def test_a_store_down_past_the_give_up_time_ends_the_run_with_one_clear_error(spark, settings, tmp_path):
+    produce(settings, [event("g1", "shift_started", "2024-06-03T08:00:00Z", "drv-g")])
+    open_store(settings)  # the store file exists; now nothing can write to it
+    lock = sqlite3.connect(settings.sqlite_file, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")
+    try:
+        options = StreamOptions.from_settings(settings, checkpoint=tmp_path / "checkpoint", available_now=True,
+                                              metrics_port=0)
+        with pytest.raises(GaveUp, match=r"still failing after \d+ s and \d+ attempts .*database is locked"):
+            run(spark, settings.with_overrides(stream_store_giveup_s=6), options)
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    assert records(settings, ["drv-g"])["drv-g"] is None  # nothing written, and the offsets were not committed
+    stream(spark, settings, tmp_path, max_offsets=10)
+    assert records(settings, ["drv-g"])["drv-g"]["_n_events"] == 1

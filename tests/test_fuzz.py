@@ -1,0 +1,148 @@
+"""Property-based fuzzing of every decoder and per-message path: never raises, exactly one outcome per input.
+
+Failures found by fuzzing are kept as explicit `@example`s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from scorer_helpers import driver_record, make_model, save_model
+from strategies import raw_messages, score_request_values, trip_event_values, valid_score_requests, valid_trip_events
+
+from featurestore.sqlite import SQLiteStore
+from runtime.config import Settings
+from schemas.fields import TS_MAX_MS
+from schemas.messages import DEAD_LETTER_MAX_BYTES, dead_letter, decode_score_request, decode_trip_event, encode
+from scorer.service import Origin, Scorer
+from streaming.driver_state import advance
+from streaming.parse import INVALID_KEY, RAW_COLUMNS, parse_batches, unpack
+
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
+NESTED = b"[" * 100_000 + b"]" * 100_000  # RecursionError inside the JSON decoder
+LONE_SURROGATE_ID = b'{"event_id": "\\ud800", "event_type": "shift_started", "ts": 0, "driver_id": "d"}'
+OFFSET_OUT_OF_RANGE = b'{"event_id": "e", "event_type": "shift_started", "ts": "0001-01-01T00:00:00+14:00", ' \
+                      b'"driver_id": "d"}'
+BEFORE_1970 = b'{"event_id": "e", "event_type": "shift_started", "ts": "1969-12-31T23:59:59Z", "driver_id": "d"}'
+KNOWN_DRIVERS = 5
+FRESH_MS = int(time.time() * 1000)
+HUGE_ORIGINAL = b'{"event_id": "' + b"x" * 2_000_000 + b'"}'
+
+
+def _fold_tuple(event: dict) -> tuple:
+    return event["ts_ms"], event["event_id"], event["event_type"], event["rating"]
+
+
+def _assert_fits(raw: bytes | None, problems: list) -> None:
+    letter = dead_letter(raw, problems, stage="test", topic="t", partition=0, offset=1)
+    encoded = encode(letter)
+    assert len(encoded) <= DEAD_LETTER_MAX_BYTES
+    decoded = json.loads(encoded)
+    original = base64.b64decode(decoded["original_b64"])
+    assert (raw or b"").startswith(original)
+    assert decoded["original_bytes"] == len(raw or b"")
+    assert decoded["original_sha256"] == hashlib.sha256(raw or b"").hexdigest()
+    assert decoded["original_truncated"] == (len(original) < len(raw or b""))
+    assert decoded["error"] and decoded["errors"]
+
+
+@FUZZ
+@given(raw_messages(trip_event_values()))
+@example(NESTED)
+@example(LONE_SURROGATE_ID)
+@example(OFFSET_OUT_OF_RANGE)
+@example(BEFORE_1970)
+@example(HUGE_ORIGINAL)
+def test_trip_event_decoding_is_total_and_every_rejection_fits_the_dlq(raw: bytes | None) -> None:
+    event, problems = decode_trip_event(raw)
+    assert (event is None) == bool(problems)  # exactly one outcome
+    if event is None:
+        _assert_fits(raw, problems)
+    else:
+        assert 0 <= event["ts_ms"] < TS_MAX_MS
+        encode(event)  # every string of a valid event is encodable
+
+
+@FUZZ
+@given(valid_trip_events())
+def test_a_valid_trip_event_is_applied_to_a_new_driver(message: dict) -> None:
+    event, problems = decode_trip_event(json.dumps(message).encode())
+    assert problems == []
+    result = advance(None, [_fold_tuple(event)], watermark_ms=-1)
+    assert result.visible is not None and result.visible["_n_events"] == 1 and not result.late
+
+
+@FUZZ
+@given(st.lists(raw_messages(trip_event_values()), min_size=1, max_size=8))
+@example([NESTED, LONE_SURROGATE_ID, None])
+def test_parse_stage_gives_one_row_per_record(raws: list[bytes | None]) -> None:
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array([b"k"] * len(raws), pa.binary()), pa.array(raws, pa.binary()),
+         pa.array([0] * len(raws), pa.int32()), pa.array(range(len(raws)), pa.int64())],
+        names=list(RAW_COLUMNS))
+    out = pa.Table.from_batches(list(parse_batches(iter([batch]))))
+    assert out.num_rows == len(raws)
+    for driver_id, cell, raw in zip(out.column("driver_id").to_pylist(), out.column("event").to_pylist(), raws,
+                                    strict=True):
+        packed = unpack(cell)
+        assert (driver_id == INVALID_KEY) == (packed.fold is None) == (decode_trip_event(raw)[0] is None)
+        assert packed.value == (raw or b"")
+
+
+@pytest.fixture(scope="module")
+def scorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scorer]:
+    home = tmp_path_factory.mktemp("fuzz-scorer")
+    save_model(home / "models", make_model("trip_decline_risk_lr_v1"))
+    store = SQLiteStore(Path(home / "features.db"))
+    store.write([driver_record(f"d{i}", 0.1 * i, event_ms=FRESH_MS) for i in range(KNOWN_DRIVERS)])
+    service = Scorer(Settings(home=home, models_dir=home / "models"), store)
+    yield service
+    service.close()
+    store.close()
+
+
+@FUZZ
+@given(raw_messages(score_request_values()))
+@example(NESTED)
+@example(b'{"request_id": "\\ud800", "ts": 0, "surge_multiplier": 1, "est_duration_min": 1, "rider_rating": 1, '
+         b'"candidates": [{"driver_id": "d1", "pickup_eta_min": 1}]}')
+@example(b'{"request_id": "r", "ts": 0, "surge_multiplier": 1e308, "est_duration_min": 1e308, "rider_rating": 5, '
+         b'"candidates": [{"driver_id": "d1", "pickup_eta_min": 1.7976931348623157e308}]}')
+def test_scorer_answers_every_input_exactly_once(scorer: Scorer, raw: bytes | None) -> None:
+    outgoing = asyncio.run(scorer.handle(raw, b"key", Origin("score-requests", 0, 7)))
+    responses = [out for out in outgoing if out.topic == scorer.settings.topic_risk_scores]
+    letters = [out for out in outgoing if out.topic == scorer.settings.topic_score_dlq]
+    assert len(responses) == 1
+    response = json.loads(responses[0].value)
+    request, _ = decode_score_request(raw)
+    if request is None:
+        assert response["strategy"] == "error" and len(letters) == 1
+        assert len(letters[0].value) <= DEAD_LETTER_MAX_BYTES
+    else:
+        assert response["request_id"] == request["request_id"] and not letters
+        assert responses[0].key == request["request_id"].encode()
+        assert response["strategy"] in ("model", "distance_only")
+        assert sorted(r["driver_id"] for r in response["ranked"]) == sorted(c["driver_id"]
+                                                                            for c in request["candidates"])
+
+
+@FUZZ
+@given(valid_score_requests(st.sampled_from([f"d{i}" for i in range(8)])))
+def test_valid_requests_are_ranked_by_the_model_when_a_candidate_has_features(scorer: Scorer, message: dict) -> None:
+    message = {**message, "ts": FRESH_MS + 1000}  # the records are fresh at the request's time
+    outgoing = asyncio.run(scorer.handle(json.dumps(message).encode(), None, Origin("score-requests", 0, 0)))
+    response = json.loads(outgoing[0].value)
+    known = any(int(c["driver_id"][1:]) < KNOWN_DRIVERS for c in message["candidates"])
+    assert len(outgoing) == 1 and response["strategy"] == ("model" if known else "distance_only")
+    assert [r["rank"] for r in response["ranked"]] == list(range(1, len(message["candidates"]) + 1))
