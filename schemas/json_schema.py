@@ -35,15 +35,16 @@ MESSAGES: dict[str, tuple[str, tuple[Field, ...], str]] = {
     "dead-letter": ("DeadLetter", DEAD_LETTER, "A value of the dead-letter topic: a rejected input and why."),
 }
 
-INEXPRESSIBLE = (
-    ("candidates[].driver_id", "unique within a ScoreRequest (`uniqueItems` compares whole items only)"),
-    ("ts (ISO-8601 strings)", "a real calendar date within [1970-01-01, epoch ms 1e14) after applying the offset; "
-                              "the schema checks the shape and approximates the year range, and tripscore also "
-                              "accepts the other ISO-8601 spellings of Python's `datetime.fromisoformat`"),
-    ("every number", "finite: JSON text has no NaN or Infinity, but a lenient parser may produce them"),
-    ("every string", "valid Unicode: no lone UTF-16 surrogates"),
-)
-"""(where, rule) the validator enforces and the schema cannot state exactly."""
+INEXPRESSIBLE = {
+    "unique_candidates": "the candidates of a ScoreRequest have distinct driver_ids (`uniqueItems` compares whole "
+                         "items only)",
+    "iso_timestamps": "an ISO-8601 timestamp is a real date and time within [1970-01-01, epoch ms 1e14) once its "
+                      "offset is applied: the schema checks the shape and approximates the year range, and tripscore "
+                      "also accepts the other ISO-8601 spellings of Python's `datetime.fromisoformat`",
+    "finite_numbers": "numbers are finite: JSON text has no NaN, but a lenient parser may produce one",
+    "unicode_strings": "strings are valid Unicode: no lone UTF-16 surrogate (an escape such as \\ud800)",
+}
+"""The rules the validator enforces and the schema cannot state exactly, by name."""
 
 
 def anchored(pattern: re.Pattern[str]) -> str:
