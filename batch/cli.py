@@ -12,6 +12,7 @@ from pathlib import Path
 from batch.options import DEFAULT_DATASET, DatasetError, TrainConfig
 from modelregistry.export import ModelError
 from runtime.config import Settings, load_settings
+from runtime.kafka_clients import check_access
 from schemas.fields import parse_ts_ms
 from schemas.messages import encode
 
@@ -122,6 +123,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     start_ms = parse_ts_ms(int(args.start) if args.start.isdigit() else args.start)
     if start_ms is None:
         raise ValueError(f"--start {args.start!r}: expected ISO-8601 with an offset or epoch ms")
+    if args.to_kafka:
+        check_access(settings)
     drivers = drivers_for_events(args.events, args.days) if args.events else args.drivers
     config = CityConfig(seed=args.seed, drivers=drivers, days=args.days, start_ms=start_ms)
     started = time.perf_counter()
@@ -155,8 +158,8 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         from batch.eventlog import to_messages
         from batch.replay import replay
 
-        result = replay(to_messages(live), live.num_rows, settings.kafka_bootstrap, settings.topic_trip_events,
-                        args.rate, bad=args.bad)
+        result = replay(to_messages(live), live.num_rows, settings, settings.topic_trip_events, args.rate,
+                        bad=args.bad)
         print(result.line(settings.topic_trip_events))
     return 0
 

@@ -11,6 +11,8 @@ from typing import Any
 from kafka import KafkaProducer
 from tqdm import tqdm
 
+from runtime.config import Settings
+from runtime.kafka_clients import producer_options
 from schemas.messages import encode
 
 BAD_KINDS = ("not_json", "missing_driver_id", "negative_eta", "unknown_event_type", "bad_ts", "rating_out_of_range")
@@ -53,13 +55,13 @@ class ReplayResult:
         return f"replayed {self.sent:,} events (+{self.bad} invalid) to {topic} in {self.seconds:.1f} s = {rate:,.0f}/s"
 
 
-def replay(messages: Iterable[Mapping[str, Any]], total: int, bootstrap: str, topic: str, rate: float,
+def replay(messages: Iterable[Mapping[str, Any]], total: int, settings: Settings, topic: str, rate: float,
            bad: int = 0, progress: bool = True) -> ReplayResult:
     """Send `total` `messages` in order at `rate` per second (<= 0: as fast as possible), with `bad` invalid ones
     spread evenly in between; returns once the broker acknowledged every message."""
     bad_before = Counter((k + 1) * total // (bad + 1) for k in range(bad))  # message index -> bad ones before it
     planted = 0
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, client_id="tripscore-replay")
+    producer = KafkaProducer(**producer_options(settings), linger_ms=5, client_id="tripscore-replay")
     errors: list[BaseException] = []
 
     def send(key: bytes, value: bytes) -> None:

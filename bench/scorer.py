@@ -181,11 +181,11 @@ class FloorProcess(WorkerProcess):
 class KafkaRun:
     """A worker subprocess on fresh topics, and a risk-score client sending paced requests."""
 
-    def __init__(self, settings: dict[str, Any], bootstrap: str, root: Path, workers: int = 1,
+    def __init__(self, settings: dict[str, Any], kafka: Settings, root: Path, workers: int = 1,
                  floor: bool = False) -> None:
         tag = uuid.uuid4().hex[:8]
         requests_topic, responses_topic = f"bench-score-requests-{tag}", f"bench-risk-scores-{tag}"
-        create_topics(bootstrap, [requests_topic, responses_topic, f"bench-dlq-{tag}"], partitions=4)
+        create_topics(kafka, [requests_topic, responses_topic, f"bench-dlq-{tag}"], partitions=4)
         worker_settings = {**settings, "topic_score_requests": requests_topic,
                            "topic_risk_scores": responses_topic, "topic_score_dlq": f"bench-dlq-{tag}",
                            "scorer_app_id": f"bench-scorer-{tag}"}
@@ -196,9 +196,8 @@ class KafkaRun:
         ]
         for worker in self.workers:
             worker.wait_ready()
-        self.client = BlockingRiskScoreClient(load_settings(kafka_bootstrap=bootstrap,
-                                                            topic_score_requests=requests_topic,
-                                                            topic_risk_scores=responses_topic))
+        self.client = BlockingRiskScoreClient(kafka.with_overrides(topic_score_requests=requests_topic,
+                                                                   topic_risk_scores=responses_topic))
 
     def run(self, requests: list[dict], rate: float, label: str, drain_s: float = 120.0) -> dict[str, Any]:
         """Send `requests` at `rate`/s with fresh ids, then wait until all are answered (or 10 s pass without
@@ -255,18 +254,18 @@ def describe(name: str, step: dict[str, Any]) -> str:
             f"ms/request {step['strategies']}")
 
 
-def kafka_runs(settings: dict[str, Any], bootstrap: str, root: Path, pool: list[dict], args: argparse.Namespace,
+def kafka_runs(settings: dict[str, Any], kafka: Settings, root: Path, pool: list[dict], args: argparse.Namespace,
                ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The main run per read mode, then a ramp (fresh worker and topics, first mode) up to the first missed step."""
     modes = args.read_modes.split(",")
     main_runs = {}
     for mode in modes:
-        with KafkaRun({**settings, "scorer_read_mode": mode}, bootstrap, root, args.workers) as run:
+        with KafkaRun({**settings, "scorer_read_mode": mode}, kafka, root, args.workers) as run:
             run.warm_up(pool)
             main_runs[mode] = run.run(pool[: int(args.rate * args.seconds)], args.rate, f"main-{mode}")
             say(describe(f"kafka, read {mode}, {args.rate:.0f}/s for {args.seconds:.0f} s", main_runs[mode]))
     ramp: list[dict[str, Any]] = []
-    with KafkaRun({**settings, "scorer_read_mode": modes[0]}, bootstrap, root, args.workers) as run:
+    with KafkaRun({**settings, "scorer_read_mode": modes[0]}, kafka, root, args.workers) as run:
         run.warm_up(pool)
         for rate in RAMP:
             ramp.append(run.run(pool[: int(rate * args.ramp_seconds)], rate, f"ramp{rate}"))
@@ -321,9 +320,9 @@ def main(argv: list[str] | None = None) -> int:
         f"p99 {percentile(core, 99):.3f})")
     worker_settings = {"kafka_bootstrap": base.kafka_bootstrap, "home": root, "sqlite_path": settings.sqlite_file,
                        "models_dir": settings.models_dir, "scorer_concurrency": settings.scorer_concurrency}
-    main_run, ramp = kafka_runs(worker_settings, base.kafka_bootstrap, root, pool, args)
+    main_run, ramp = kafka_runs(worker_settings, base, root, pool, args)
     if args.floor:
-        with KafkaRun(worker_settings, base.kafka_bootstrap, root, args.workers, floor=True) as run:
+        with KafkaRun(worker_settings, base, root, args.workers, floor=True) as run:
             run.warm_up(pool)
             floor = run.run(pool[: int(args.rate * args.seconds)], args.rate, "floor")
         say(describe(f"faust floor (same app and agent, no scoring), {args.rate:.0f}/s", floor))

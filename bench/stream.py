@@ -29,6 +29,8 @@ import numpy as np
 # bench/batch.py would shadow the `batch` package: drop this script's folder from the path.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+from runtime.config import Settings, load_settings  # noqa: E402
+from runtime.kafka_clients import aiokafka_producer_options  # noqa: E402
 from runtime.processes import ServiceProcess  # noqa: E402 - after the path fix
 from runtime.topics import count_topic  # noqa: E402
 
@@ -53,12 +55,12 @@ def city_messages(events: int, days: int, drivers: int | None) -> list[dict]:
     return messages[:events]
 
 
-async def produce(bootstrap: str, topic: str, messages: list[dict], rate: float,
+async def produce(settings: Settings, topic: str, messages: list[dict], rate: float,
                   sent_ms: dict[str, list[int]]) -> float:
     """Send `messages` at `rate`/s (0: as fast as possible), stamping `ts`; returns the first send time (epoch s)."""
     from aiokafka import AIOKafkaProducer
 
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=512 * 1024, acks=1)
+    producer = AIOKafkaProducer(**aiokafka_producer_options(settings), linger_ms=5, max_batch_size=512 * 1024)
     await producer.start()
     try:
         if rate:
@@ -184,7 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from featurestore import open_store
-    from runtime.config import load_settings
     from runtime.topics import create_topics
 
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -192,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     run_id = uuid.uuid4().hex[:8]
     settings = load_settings(sqlite_path=(args.workdir / "features.db").resolve(),
                              topic_trip_events=f"bench-stream-{run_id}", topic_trip_events_dlq=f"bench-dlq-{run_id}")
-    create_topics(settings.kafka_bootstrap, [settings.topic_trip_events, settings.topic_trip_events_dlq],
+    create_topics(settings, [settings.topic_trip_events, settings.topic_trip_events_dlq],
                   settings.kafka_partitions)
     messages = city_messages(args.events, args.days, args.drivers)
     drivers = sorted({m["driver_id"] for m in messages})
@@ -206,13 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     store = open_store(settings)
     try:
         sent_ms: dict[str, list[int]] = {}
-        asyncio.run(produce(settings.kafka_bootstrap, settings.topic_trip_events, warmup, 0, {}))
+        asyncio.run(produce(settings, settings.topic_trip_events, warmup, 0, {}))
         warm_drivers = sorted({m["driver_id"] for m in warmup})
         wait_visible(store, warm_drivers, len(warmup), args.timeout, job)
         print("warmed up; producing", flush=True)
         sampler = LagSampler(store, random.Random(1).sample(drivers, min(args.sample, len(drivers))), sent_ms)
         sampler.start()
-        first = asyncio.run(produce(settings.kafka_bootstrap, settings.topic_trip_events, messages, args.rate, sent_ms))
+        first = asyncio.run(produce(settings, settings.topic_trip_events, messages, args.rate, sent_ms))
         produced = time.time()
         done = wait_visible(store, drivers, len(messages), args.timeout, job)
         time.sleep(3 * sampler.interval_s)
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         job.stop(timeout=120)  # SIGTERM: the job stops between batches
     throughput = len(messages) / (done - first)
     p50, p99 = (float(x) / 1000 for x in np.percentile(sampler.lags_ms, [50, 99]))
-    dlq = count_topic(settings.kafka_bootstrap, settings.topic_trip_events_dlq)
+    dlq = count_topic(settings, settings.topic_trip_events_dlq)
     rate = f"{args.rate:,.0f}/s" if args.rate else "max"
     print(f"\n{'':22}{'value':>12}  target")
     print(f"{'produce rate (ev/s)':22}{len(messages) / (produced - first):>12,.0f}  ({rate})")

@@ -9,7 +9,7 @@ from typing import Any
 from kafka import KafkaProducer
 
 from runtime.config import Settings
-from runtime.kafka_clients import kafka_python_options
+from runtime.kafka_clients import producer_options
 from schemas.fields import Problem
 from schemas.messages import MESSAGE, decode_trip_event, describe_problems, encode
 
@@ -43,8 +43,8 @@ class TripEventProducer:
         self.topic = topic or settings.topic_trip_events
         self.sent = 0
         self._failures: list[BaseException] = []
-        self._producer = KafkaProducer(**kafka_python_options(settings), acks="all", enable_idempotence=True,
-                                       linger_ms=linger_ms, batch_size=batch_size, client_id=client_id)
+        self._producer = KafkaProducer(**producer_options(settings), linger_ms=linger_ms, batch_size=batch_size,
+                                       client_id=client_id)
 
     def send(self, event: Mapping[str, Any]) -> Rejected | None:
         """Queue one event for sending, or return why it is rejected. What is checked is the JSON that is sent."""

@@ -19,7 +19,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from runtime.config import Settings
-from runtime.kafka_clients import aiokafka_options
+from runtime.kafka_clients import aiokafka_options, aiokafka_producer_options
 from schemas.messages import decode_score_request, describe_problems, encode
 
 Response = dict[str, Any]
@@ -38,7 +38,7 @@ class RiskScoreClient:
     """`await client.score(request, timeout=…)`: the request goes to `score-requests`, its response comes back.
 
     Use it as `async with RiskScoreClient(settings) as client:`. Requests are validated before sending
-    (`InvalidRequest`); the producer uses `acks=all` and idempotence. `on_duplicate` sees each dropped duplicate.
+    (`InvalidRequest`); the producer is `acks=all` and idempotent. `on_duplicate` sees each dropped duplicate.
     """
 
     def __init__(self, settings: Settings, *, on_duplicate: Callable[[Response], None] | None = None) -> None:
@@ -54,14 +54,13 @@ class RiskScoreClient:
 
     async def start(self) -> None:
         """Connect; once this returns, every response produced from now on is seen."""
-        options = aiokafka_options(self.settings)
         # no group: start() waits for the topic's metadata and assigns every partition
-        self._consumer = AIOKafkaConsumer(self.responses_topic, **options, group_id=None, enable_auto_commit=False,
-                                          auto_offset_reset="latest", fetch_max_wait_ms=5)
+        self._consumer = AIOKafkaConsumer(self.responses_topic, **aiokafka_options(self.settings), group_id=None,
+                                          enable_auto_commit=False, auto_offset_reset="latest", fetch_max_wait_ms=5)
         await self._consumer.start()
         for partition in self._consumer.assignment():  # resolve the end offsets now, before any request is sent
             await self._consumer.position(partition)
-        self._producer = AIOKafkaProducer(**options, acks="all", enable_idempotence=True, linger_ms=0)
+        self._producer = AIOKafkaProducer(**aiokafka_producer_options(self.settings), linger_ms=0)
         await self._producer.start()
         self._reader = asyncio.create_task(self._read(), name=f"responses-{self.responses_topic}")
 

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "TRIPSCORE_"
-SECRET_FIELDS = frozenset({"aerospike_password"})
+SECRET_FIELDS = frozenset({"aerospike_password", "kafka_sasl_password", "kafka_ssl_certfile", "kafka_ssl_keyfile"})
+"""Masked whenever settings are shown: passwords, and the paths of client keys and certificates."""
 
 
 def _env(name: str, default: str) -> str:
@@ -21,6 +22,13 @@ class Settings:
 
     home: Path = field(default_factory=lambda: Path(_env("home", ".local")))
     kafka_bootstrap: str = field(default_factory=lambda: _env("kafka_bootstrap", "127.0.0.1:9092"))
+    kafka_security_protocol: str = field(default_factory=lambda: _env("kafka_security_protocol", "PLAINTEXT"))
+    kafka_sasl_mechanism: str = field(default_factory=lambda: _env("kafka_sasl_mechanism", "SCRAM-SHA-512"))
+    kafka_sasl_username: str = field(default_factory=lambda: _env("kafka_sasl_username", ""))
+    kafka_sasl_password: str = field(default_factory=lambda: _env("kafka_sasl_password", ""))
+    kafka_ssl_cafile: str = field(default_factory=lambda: _env("kafka_ssl_cafile", ""))
+    kafka_ssl_certfile: str = field(default_factory=lambda: _env("kafka_ssl_certfile", ""))
+    kafka_ssl_keyfile: str = field(default_factory=lambda: _env("kafka_ssl_keyfile", ""))
     kafka_partitions: int = field(default_factory=lambda: int(_env("kafka_partitions", "4")))
     topic_trip_events: str = field(default_factory=lambda: _env("topic_trip_events", "trip-events"))
     topic_trip_events_dlq: str = field(default_factory=lambda: _env("topic_trip_events_dlq", "trip-events-dlq"))
@@ -50,6 +58,7 @@ class Settings:
     scorer_concurrency: int = field(default_factory=lambda: int(_env("scorer_concurrency", "4")))
     scorer_read_mode: str = field(default_factory=lambda: _env("scorer_read_mode", "auto"))
     scorer_read_threads: int = field(default_factory=lambda: int(_env("scorer_read_threads", "4")))
+    web_bind: str = field(default_factory=lambda: _env("web_bind", "127.0.0.1"))
     scorer_web_port: int = field(default_factory=lambda: int(_env("scorer_web_port", "6066")))
     scorer_commit_interval_s: float = field(default_factory=lambda: float(_env("scorer_commit_interval_s", "1.0")))
     scorer_session_timeout_s: float = field(default_factory=lambda: float(_env("scorer_session_timeout_s", "10")))

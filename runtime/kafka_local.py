@@ -14,6 +14,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime import kafka_secure
 from runtime.config import Settings
 from runtime.jars import jar_files
 from runtime.topics import broker_ready
@@ -86,18 +87,20 @@ def listen_address(settings: Settings) -> tuple[str, int]:
     return ("127.0.0.1" if host == "localhost" else host), int(port)
 
 
-def server_properties(settings: Settings, paths: BrokerPaths, controller_port: int) -> str:
-    """The broker's server.properties: combined broker+controller, single-replica, small-machine sizes."""
+def server_properties(settings: Settings, paths: BrokerPaths, controller_port: int, secure: bool = False) -> str:
+    """The broker's server.properties: combined broker+controller, single-replica, small-machine sizes; `secure`
+    makes the client listener SASL_SSL (`runtime.kafka_secure`)."""
     host, port = listen_address(settings)
+    listener = kafka_secure.LISTENER if secure else "PLAINTEXT"
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@{host}:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "listeners": f"{listener}://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"{listener}://{host}:{port}",
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "inter.broker.listener.name": listener,
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL",
         "log.dirs": str(paths.data),
         "num.partitions": str(settings.kafka_partitions),
         "default.replication.factor": "1",
@@ -116,6 +119,8 @@ def server_properties(settings: Settings, paths: BrokerPaths, controller_port: i
         "log.retention.hours": "168",
         "log.segment.bytes": str(256 * 1024 * 1024),
     }
+    if secure:
+        props.update(kafka_secure.broker_properties(settings, paths.root))
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
@@ -129,19 +134,23 @@ def _java(main: str, *args: str, paths: BrokerPaths) -> list[str]:
     return ["java", *JVM_OPTS, f"-Dlog4j.configuration=file:{paths.log4j}", "-cp", classpath, main, *args]
 
 
-def _write_config(settings: Settings, paths: BrokerPaths, controller_port: int) -> None:
+def _write_config(settings: Settings, paths: BrokerPaths, controller_port: int, secure: bool) -> None:
     for folder in (paths.data, paths.logs):
         folder.mkdir(parents=True, exist_ok=True)
-    paths.config.write_text(server_properties(settings, paths, controller_port))
+    if secure:
+        kafka_secure.make_certificates(paths.root, listen_address(settings)[0])
+    paths.config.touch()
+    paths.config.chmod(0o600)  # a secure broker's holds its SASL password
+    paths.config.write_text(server_properties(settings, paths, controller_port, secure))
     paths.log4j.write_text(LOG4J.format(log_file=paths.server_log))
 
 
-def _format_storage(paths: BrokerPaths) -> None:
+def _format_storage(paths: BrokerPaths, extra_args: list[str]) -> None:
     """Format the KRaft log dir on first start (a no-op when `meta.properties` exists)."""
     if (paths.data / "meta.properties").exists():
         return
     cmd = _java(STORAGE_TOOL, "format", "-t", _cluster_id(), "-c", str(paths.config), "--ignore-formatted",
-                paths=paths)
+                *extra_args, paths=paths)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
@@ -206,9 +215,13 @@ def _log_tail(paths: BrokerPaths, lines: int = 30) -> str:
     return "\n".join(chunks) or "(no broker log written)"
 
 
-def up(settings: Settings, controller_port: int | None = None, timeout: float = 60.0) -> int:
-    """Start the broker unless it runs; returns its pid once it accepts clients, or raises `RuntimeError`."""
+def up(settings: Settings, controller_port: int | None = None, timeout: float = 60.0, secure: bool = False) -> int:
+    """Start the broker unless it runs; returns its pid once it accepts clients, or raises `RuntimeError`.
+
+    `secure`: its one client listener is SASL_SSL, for the settings' SASL user (`runtime.kafka_secure`)."""
     paths = BrokerPaths.of(settings)
+    if secure:
+        kafka_secure.check_settings(settings)
     if (pid := running_pid(settings)) is not None:
         log.info("Kafka broker already running (pid %d) at %s", pid, settings.kafka_bootstrap)
         return pid
@@ -218,14 +231,15 @@ def up(settings: Settings, controller_port: int | None = None, timeout: float = 
         if _port_in_use(host, p):
             raise RuntimeError(f"{host}:{p} is already taken by another process; stop it or change "
                                "TRIPSCORE_KAFKA_BOOTSTRAP / --controller-port")
-    _write_config(settings, paths, controller_port)
-    _format_storage(paths)
+    _write_config(settings, paths, controller_port, secure)
+    _format_storage(paths, kafka_secure.format_arguments(settings) if secure else [])
+    client = settings.with_overrides(kafka_ssl_cafile=str(kafka_secure.ca_file(paths.root))) if secure else settings
     with paths.console.open("ab") as console:
         proc = subprocess.Popen(_java(KAFKA_MAIN, str(paths.config), paths=paths), stdin=subprocess.DEVNULL,
                                 stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
     paths.pidfile.write_text(f"{proc.pid}\n")
     deadline = time.monotonic() + timeout
-    while not broker_ready(settings.kafka_bootstrap):
+    while not broker_ready(client):
         exited = proc.poll() is not None
         if exited or time.monotonic() >= deadline:
             reason = f"exited with code {proc.returncode}" if exited else f"not ready in {timeout:.0f} s"

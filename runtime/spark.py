@@ -35,6 +35,8 @@ appender.stderr.layout.type = PatternLayout
 appender.stderr.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %p %c{1}: %m%n%ex
 """
 _log_path: Path | None = None  # where the JVM this process launched writes its output
+REDACTION = r"(?i)secret|password|token|access[.]?key|keystore[.]key"
+"""Spark's default redaction pattern plus the Kafka connector's client key (`kafka.ssl.keystore.key`, a PEM)."""
 
 
 def _jvm_running() -> bool:
@@ -54,6 +56,7 @@ def default_conf(settings: Settings) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.streaming.forceDeleteTempCheckpointLocation": "true",
+        "spark.redaction.regex": REDACTION,
     }
 
 
@@ -95,11 +98,19 @@ def _log4j2_file(settings: Settings) -> Path:
     return path
 
 
+def _own_log4j2(java_options: str) -> bool:
+    """Whether the user configures log4j2 (a `log4j2.properties` in SPARK_CONF_DIR, or a JVM option): theirs wins."""
+    conf_dir = os.environ.get("SPARK_CONF_DIR")
+    in_conf_dir = bool(conf_dir) and Path(conf_dir, "log4j2.properties").is_file()
+    return in_conf_dir or "-Dlog4j2.configurationFile=" in java_options
+
+
 def _launch_jvm(settings: Settings, conf: SparkConf, app_name: str) -> None:
     """Start the driver JVM and its SparkContext; its output goes to the log file unless verbose."""
     global _log_path
     java_options = conf.get(JAVA_OPTIONS, "")
-    conf.set(JAVA_OPTIONS, f"-Dlog4j2.configurationFile={_log4j2_file(settings)} {java_options}".strip())
+    if not _own_log4j2(java_options):
+        conf.set(JAVA_OPTIONS, f"-Dlog4j2.configurationFile={_log4j2_file(settings)} {java_options}".strip())
     if settings.verbose:
         SparkContext(conf=conf)
         return

@@ -11,6 +11,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from runtime.config import Settings
+from runtime.kafka_clients import bootstrap_list, host_port, kafka_python_options
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,11 @@ def spec_topics(settings: Settings) -> list[str]:
     ]
 
 
-def admin_client(bootstrap: str, timeout_s: float = 10.0) -> KafkaAdminClient:
+def admin_client(settings: Settings, timeout_s: float = 10.0) -> KafkaAdminClient:
     """An admin client; raises `KafkaError` when no broker answers within `timeout_s`."""
     timeout_ms = int(timeout_s * 1000)
     return KafkaAdminClient(
-        bootstrap_servers=bootstrap,
+        **kafka_python_options(settings),
         client_id="tripscore-admin",
         request_timeout_ms=max(timeout_ms, 1000),
         bootstrap_timeout_ms=timeout_ms,
@@ -37,50 +38,49 @@ def admin_client(bootstrap: str, timeout_s: float = 10.0) -> KafkaAdminClient:
     )
 
 
-def _any_port_open(bootstrap: str, timeout_s: float) -> bool:
+def _any_port_open(settings: Settings, timeout_s: float) -> bool:
     """True when some `host:port` of the bootstrap list accepts a TCP connection (cheap pre-check)."""
-    for server in bootstrap.split(","):
-        host, _, port = server.strip().rpartition(":")
+    for server in bootstrap_list(settings):
         try:
-            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
+            with socket.create_connection(host_port(server), timeout=timeout_s):
                 return True
         except (OSError, ValueError):
             continue
     return False
 
 
-def broker_ready(bootstrap: str, timeout_s: float = 2.0) -> bool:
-    """True when a broker at `bootstrap` answers a metadata request and lists itself."""
-    if not _any_port_open(bootstrap, timeout_s):
+def broker_ready(settings: Settings, timeout_s: float = 2.0) -> bool:
+    """True when a broker at `settings.kafka_bootstrap` answers a metadata request and lists itself."""
+    if not _any_port_open(settings, timeout_s):
         return False
     try:
-        with admin_client(bootstrap, timeout_s) as admin:
+        with admin_client(settings, timeout_s) as admin:
             return bool(admin.describe_cluster()["brokers"])
     except (KafkaError, OSError) as exc:
-        log.debug("broker at %s not ready: %s", bootstrap, exc)
+        log.debug("broker at %s not ready: %s", settings.kafka_bootstrap, exc)
         return False
 
 
-def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
-    """Block until a broker at `bootstrap` accepts clients; `TimeoutError` after `timeout` seconds."""
+def wait_for_broker(settings: Settings, timeout: float = 60.0) -> None:
+    """Block until a broker at `settings.kafka_bootstrap` accepts clients; `TimeoutError` after `timeout` s."""
     deadline = time.monotonic() + timeout
-    while not broker_ready(bootstrap):
+    while not broker_ready(settings):
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f} s")
+            raise TimeoutError(f"no Kafka broker answered at {settings.kafka_bootstrap} within {timeout:.0f} s")
         time.sleep(0.5)
 
 
-def topic_partitions(bootstrap: str) -> dict[str, int]:
+def topic_partitions(settings: Settings) -> dict[str, int]:
     """Partition count of every non-internal topic, by name."""
-    with admin_client(bootstrap) as admin:
+    with admin_client(settings) as admin:
         topics = admin.describe_topics()
     return {t["name"]: len(t["partitions"]) for t in topics if not t.get("is_internal")}
 
 
-def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
+def create_topics(settings: Settings, names: Iterable[str], partitions: int) -> list[str]:
     """Create the topics that do not exist yet (broker-default replication); returns those created."""
     names = list(names)
-    with admin_client(bootstrap) as admin:
+    with admin_client(settings) as admin:
         existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
         for name in names:
             if name in existing and existing[name] != partitions:
@@ -107,24 +107,24 @@ def create_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list
 def ensure_topics(settings: Settings, partitions: int | None = None) -> list[str]:
     """Create the SPEC topics missing at `settings.kafka_bootstrap`; returns the names created."""
     count = partitions or settings.kafka_partitions
-    created = create_topics(settings.kafka_bootstrap, spec_topics(settings), count)
+    created = create_topics(settings, spec_topics(settings), count)
     for name in created:
         log.info("created topic %s (%d partitions)", name, count)
     return created
 
 
-def delete_topics(bootstrap: str, names: Iterable[str]) -> None:
+def delete_topics(settings: Settings, names: Iterable[str]) -> None:
     """Delete topics (those absent are ignored); the broker finishes deleting in the background."""
-    with admin_client(bootstrap) as admin:
+    with admin_client(settings) as admin:
         existing = set(admin.list_topics())
         doomed = [n for n in names if n in existing]
         if doomed:
             admin.delete_topics(doomed)
 
 
-def count_topic(bootstrap: str, topic: str) -> int:
+def count_topic(settings: Settings, topic: str) -> int:
     """How many messages a topic holds (end minus beginning offsets)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(**kafka_python_options(settings))
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends, begins = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)

@@ -30,10 +30,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from featurestore import close_stores, open_store
 from runtime.config import Settings, load_settings
+from runtime.kafka_clients import faust_options
 from scorer import metrics
 from scorer.membership import claim_instance_id
 from scorer.reader import resolve_mode
 from scorer.service import Origin, Outgoing, Scorer
+from scorer.transport import DurableApp
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.0005
@@ -44,15 +46,17 @@ Handler = Callable[[bytes | None, bytes | None, Origin], Awaitable[list[Outgoing
 
 
 def faust_app(settings: Settings, handle: Handler) -> faust.App:
-    """The Faust app with the worker's broker, group and producer settings, and its agent on
-    `settings.topic_score_requests`: `handle` answers each request, acked once the broker has every answer."""
+    """The Faust app with the worker's broker, group and producer settings, its web server on
+    `TRIPSCORE_WEB_BIND`, and its agent on `settings.topic_score_requests`: `handle` answers each request, acked
+    once the broker has every answer."""
     datadir = settings.home / "faust" / settings.scorer_app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = DurableApp(
         settings.scorer_app_id,
-        broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        **faust_options(settings),
         store="memory://",
         datadir=str(datadir),
+        web_bind=settings.web_bind,
         web_port=settings.scorer_web_port,
         broker_commit_interval=settings.scorer_commit_interval_s,
         broker_session_timeout=settings.scorer_session_timeout_s,

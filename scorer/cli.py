@@ -28,11 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _score(args: argparse.Namespace) -> int:
     import faust
 
+    from runtime.kafka_clients import check_access
     from scorer.app import build_app
 
     names = ("scorer_concurrency", "scorer_read_mode", "scorer_read_threads", "store_deadline_ms", "scorer_web_port",
              "scorer_app_id", "models_dir")
     settings = load_settings(**{name: getattr(args, name) for name in names})
+    check_access(settings)
     app = build_app(settings, drift_plot=args.drift_plot)
     worker = faust.Worker(app, loglevel=args.loglevel)
     worker.spinner = None  # at loglevel >= warning its handler pins the root logger at DEBUG: costly records

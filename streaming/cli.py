@@ -34,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _stream(args: argparse.Namespace) -> int:
+    from runtime.kafka_clients import check_access
     from runtime.retry import GaveUp
     from runtime.spark import spark_session
     from streaming.job import LAUNCH_CONF, StreamOptions, run, stream_conf
@@ -45,6 +46,7 @@ def _stream(args: argparse.Namespace) -> int:
         available_now=args.available_now, watermark_s=args.watermark_s, partitions=args.partitions,
         write_batch=args.write_batch, metrics_port=args.metrics_port,
     )
+    check_access(settings)
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:

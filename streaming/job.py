@@ -17,6 +17,7 @@ from pyspark.sql.streaming.state import GroupStateTimeout
 
 from featurestore import open_store
 from runtime.config import Settings
+from runtime.kafka_clients import spark_kafka_options
 from runtime.retry import Interrupted, gave_up_in
 from streaming.metrics import StreamMetrics
 from streaming.parse import PARSED_SCHEMA, RAW_COLUMNS, parse_batches
@@ -84,7 +85,7 @@ def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions
     """The streaming DataFrame of per-driver outputs (records, dead letters, duplicate counts)."""
     raw = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", settings.kafka_bootstrap)
+        .options(**spark_kafka_options(settings))
         .option("subscribe", options.topic)
         .option("startingOffsets", options.starting_offsets)
         .option("maxOffsetsPerTrigger", options.max_offsets_per_trigger)
@@ -168,7 +169,7 @@ def run(spark: SparkSession, settings: Settings, options: StreamOptions,
     dependency stayed down past the give-up time)."""
     settings = settings.with_overrides(sqlite_path=settings.sqlite_file.resolve())  # executors open it too
     open_store(settings)  # fail fast, and create a new SQLite file before executors race to
-    metrics = StreamMetrics(options.metrics_port)
+    metrics = StreamMetrics(options.metrics_port, settings.web_bind)
     sink = Sink(settings, options.write_batch, metrics.observe_sink, stop)
     session = stream_session(spark, options)
     query = start(session, settings, options, sink)

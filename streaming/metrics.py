@@ -38,9 +38,10 @@ def lag_quantiles(lags_ms: Sequence[int]) -> tuple[float, float, float] | None:
 
 
 class StreamMetrics:
-    """Joins the sink's stats with Spark's query progress; logs each batch once and updates Prometheus."""
+    """Joins the sink's stats with Spark's query progress; logs each batch once and updates Prometheus, served on
+    `bind:port` (`TRIPSCORE_WEB_BIND`) unless `port` is 0."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int, bind: str) -> None:
         self.registry = CollectorRegistry()
         self.events = Counter("tripscore_stream_events", "trip events by outcome (in = read from Kafka)",
                               ["outcome"], registry=self.registry)
@@ -57,9 +58,9 @@ class StreamMetrics:
         self._pending: dict[int, SinkStats] = {}
         self._lock = threading.Lock()
         self.last_batch = -1  # the last batch logged
-        self._server = start_http_server(port, registry=self.registry)[0] if port else None
+        self._server = start_http_server(port, addr=bind, registry=self.registry)[0] if port else None
         if port:
-            log.info("Prometheus metrics on :%d/metrics", port)
+            log.info("Prometheus metrics on %s:%d/metrics", bind, port)
 
     def observe_sink(self, stats: SinkStats) -> None:
         """Called by the sink when a batch is written; logged when its progress arrives."""

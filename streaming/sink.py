@@ -20,6 +20,7 @@ from pyspark.sql import DataFrame
 from featurestore import open_store
 from featurestore.base import BadInput, Record, StoreError
 from runtime.config import Settings
+from runtime.kafka_clients import producer_options
 from runtime.retry import retry
 from streaming.metrics import SinkStats, lag_quantiles
 from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD
@@ -43,8 +44,8 @@ class Sink:
     def producer(self) -> KafkaProducer:
         """The DLQ producer, created on the first dead letter."""
         if self._producer is None:
-            self._producer = KafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all",
-                                           linger_ms=5, retries=5, client_id="tripscore-stream-dlq")
+            self._producer = KafkaProducer(**producer_options(self.settings), linger_ms=5, retries=5,
+                                           client_id="tripscore-stream-dlq")
         return self._producer
 
     def dead_letter(self, letters: list[tuple[bytes | None, bytes]]) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from runtime import kafka_local
-from runtime.config import load_settings
+from runtime.config import Settings, load_settings
 from runtime.topics import admin_client, broker_ready, create_topics, ensure_topics
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def _kafka(stack: contextlib.ExitStack) -> str:
     if bootstrap := os.environ.get("KAFKA_BOOTSTRAP"):
         return bootstrap
     settings = load_settings()
-    if broker_ready(settings.kafka_bootstrap):
+    if broker_ready(settings):
         return settings.kafka_bootstrap
     if docker_available():
         from testcontainers.community.kafka import KafkaContainer
@@ -65,20 +65,26 @@ def kafka_bootstrap() -> Iterator[str]:
         yield bootstrap
 
 
+@pytest.fixture(scope="session")
+def kafka_settings(kafka_bootstrap: str) -> Settings:
+    """Settings whose Kafka clients reach the session's broker."""
+    return load_settings(kafka_bootstrap=kafka_bootstrap)
+
+
 @pytest.fixture
-def new_topic(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+def new_topic(kafka_settings: Settings, request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
     """Factory of topics unique to this test (`new_topic(partitions=4)`), deleted when the test ends."""
     created: list[str] = []
 
     def make(partitions: int = 4) -> str:
         name = f"test-{request.node.name[:40]}-{uuid.uuid4().hex[:8]}".replace("[", "-").replace("]", "")
-        create_topics(kafka_bootstrap, [name], partitions)
+        create_topics(kafka_settings, [name], partitions)
         created.append(name)
         return name
 
     yield make
     if created:
-        with admin_client(kafka_bootstrap) as admin:
+        with admin_client(kafka_settings) as admin:
             admin.delete_topics(created, raise_errors=False)
 
 

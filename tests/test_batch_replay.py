@@ -13,6 +13,8 @@ from kafka import KafkaConsumer
 from batch.eventlog import to_messages
 from batch.generate import generate_city
 from batch.replay import BAD_KINDS, bad_event, replay
+from runtime.config import Settings
+from runtime.kafka_clients import kafka_python_options
 from schemas.messages import decode_trip_event
 from tripscore.cli import main
 
@@ -27,14 +29,14 @@ def test_every_bad_kind_is_rejected_by_the_contract(kind: str) -> None:
 
 
 def test_replay_sends_every_event_keyed_by_driver_with_the_bad_ones(
-    kafka_bootstrap: str, new_topic: Callable[..., str]
+    kafka_settings: Settings, new_topic: Callable[..., str]
 ) -> None:
     topic = new_topic(partitions=2)
     city = generate_city(seed=2, drivers=8, days=1, workers=1)
     events = city.events.slice(0, 300)
-    result = replay(to_messages(events), events.num_rows, kafka_bootstrap, topic, rate=0, bad=4, progress=False)
+    result = replay(to_messages(events), events.num_rows, kafka_settings, topic, rate=0, bad=4, progress=False)
     assert (result.sent, result.bad) == (300, 4)
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+    consumer = KafkaConsumer(topic, **kafka_python_options(kafka_settings), auto_offset_reset="earliest",
                              consumer_timeout_ms=5_000, enable_auto_commit=False)
     received = [(m.key, m.value) for m in consumer]
     consumer.close()
@@ -51,7 +53,7 @@ def test_replay_sends_every_event_keyed_by_driver_with_the_bad_ones(
 
 
 def test_cli_generate_writes_the_log_requests_and_replays_the_live_days(
-    kafka_bootstrap: str, new_topic: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    kafka_settings: Settings, new_topic: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     topic = new_topic(partitions=1)
@@ -67,7 +69,7 @@ def test_cli_generate_writes_the_log_requests_and_replays_the_live_days(
     assert len((tmp_path / "requests.jsonl").read_text().splitlines()) == 7
     live = city["events"] - history.num_rows
     assert f"replayed {live:,} events (+2 invalid) to {topic}" in out and "oracle AUC" in out
-    consumer = KafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest",
+    consumer = KafkaConsumer(topic, **kafka_python_options(kafka_settings), auto_offset_reset="earliest",
                              consumer_timeout_ms=5_000, enable_auto_commit=False)
     values = [m.value for m in consumer]
     consumer.close()

@@ -12,8 +12,8 @@ from kafka_helpers import read_topic
 from scorer_helpers import score_request
 
 from clients import InvalidRequest, RiskScoreClient, ScoreTimeout, TripEventProducer
-from runtime.config import Settings, load_settings
-from runtime.kafka_clients import aiokafka_options
+from runtime.config import Settings
+from runtime.kafka_clients import aiokafka_options, aiokafka_producer_options
 from schemas.messages import encode
 
 pytestmark = pytest.mark.kafka
@@ -28,8 +28,8 @@ def offer(event_id: str, driver_id: str, **changes: object) -> dict:
 
 
 def test_trip_event_producer_sends_valid_events_keyed_by_driver_and_returns_the_rest(
-        kafka_bootstrap: str, new_topic: Callable[..., str]) -> None:
-    settings = load_settings(kafka_bootstrap=kafka_bootstrap, topic_trip_events=new_topic(partitions=2))
+        kafka_settings: Settings, new_topic: Callable[..., str]) -> None:
+    settings = kafka_settings.with_overrides(topic_trip_events=new_topic(partitions=2))
     valid = [offer("e1", "d1"), offer("e2", "d2"), offer("e3", "d1", ts=1_717_401_600_000)]
     invalid = [offer("e4", "d1", pickup_eta_min=-1), {"event_id": "e5"}, offer("e6", "d3", rating={1, 2})]
     with TripEventProducer(settings) as producer:
@@ -41,7 +41,7 @@ def test_trip_event_producer_sends_valid_events_keyed_by_driver_and_returns_the_
     assert "driver_id: is required" in rejected[1].reason and "event_type: is required" in rejected[1].reason
     assert rejected[2].reason.startswith("<message>: not serializable as JSON")
     assert producer.sent == 3
-    received = read_topic(kafka_bootstrap, settings.topic_trip_events, len(valid))
+    received = read_topic(settings, settings.topic_trip_events, len(valid))
     assert sorted((key, value["event_id"]) for key, value in received) == [(b"d1", "e1"), (b"d1", "e3"),
                                                                            (b"d2", "e2")]
     assert {value["event_id"]: value for _, value in received} == {e["event_id"]: e for e in valid}
@@ -51,7 +51,7 @@ async def respond_twice(settings: Settings, started: asyncio.Event) -> None:
     """A stand-in scorer: answers each request twice (at-least-once), plus a response nobody asked for."""
     consumer = AIOKafkaConsumer(settings.topic_score_requests, **aiokafka_options(settings), group_id=None,
                                 auto_offset_reset="earliest", fetch_max_wait_ms=5)
-    producer = AIOKafkaProducer(**aiokafka_options(settings))
+    producer = AIOKafkaProducer(**aiokafka_producer_options(settings))
     await consumer.start()
     await producer.start()
     started.set()
@@ -70,9 +70,9 @@ async def respond_twice(settings: Settings, started: asyncio.Event) -> None:
 
 
 def test_risk_score_client_correlates_by_request_id_drops_duplicates_and_times_out(
-        kafka_bootstrap: str, new_topic: Callable[..., str]) -> None:
-    settings = load_settings(kafka_bootstrap=kafka_bootstrap, topic_score_requests=new_topic(partitions=2),
-                             topic_risk_scores=new_topic(partitions=3))
+        kafka_settings: Settings, new_topic: Callable[..., str]) -> None:
+    settings = kafka_settings.with_overrides(topic_score_requests=new_topic(partitions=2),
+                                             topic_risk_scores=new_topic(partitions=3))
     duplicates: list[dict] = []
 
     async def scenario() -> None:

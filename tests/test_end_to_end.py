@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,9 @@ def test_quick_demo_keeps_every_invariant(kafka_bootstrap: str, tmp_path: Path) 
     home = tmp_path / "demo"
     # A generous feature deadline: this test checks delivery invariants, not latency, and a busy CI machine can
     # stall a 20 ms read; the deadline fallback itself is covered by the scorer tests.
-    env = {**os.environ, "TRIPSCORE_KAFKA_BOOTSTRAP": kafka_bootstrap, "TRIPSCORE_STORE_DEADLINE_MS": "2000"}
+    secret = f"pw-{uuid.uuid4().hex}"  # set, unused by this plaintext broker and SQLite store: never to be shown
+    env = {**os.environ, "TRIPSCORE_KAFKA_BOOTSTRAP": kafka_bootstrap, "TRIPSCORE_STORE_DEADLINE_MS": "2000",
+           "TRIPSCORE_KAFKA_SASL_PASSWORD": secret, "TRIPSCORE_AEROSPIKE_PASSWORD": secret}
     done = subprocess.run([sys.executable, "-m", "tripscore.cli", "demo", "--quick", "--home", str(home)],
                           env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -42,6 +45,9 @@ def test_quick_demo_keeps_every_invariant(kafka_bootstrap: str, tmp_path: Path) 
     assert JVM_OUTPUT.findall(done.stdout + done.stderr) == [], "JVM and Spark logs stay in their log files"
     assert list((home / "logs").glob("spark-tripscore-*.log")), "where they went"
     summary = json.loads((home / "summary.json").read_text())
+    outputs = [done.stdout, done.stderr, (home / "summary.json").read_text(),
+               *(log.read_text(errors="replace") for log in (home / "logs").glob("*.log"))]
+    assert len(outputs) >= 5 and not [text for text in outputs if secret in text], "a password is shown"
 
     assert summary["requests_sent"] > 0
     assert summary["requests_answered"] == summary["requests_sent"], "every request answered"

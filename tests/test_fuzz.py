@@ -106,7 +106,7 @@ def scorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scorer]:
     save_model(home / "models", make_model("trip_decline_risk_lr_v1"))
     store = SQLiteStore(Path(home / "features.db"))
     store.write([driver_record(f"d{i}", 0.1 * i, event_ms=FRESH_MS) for i in range(KNOWN_DRIVERS)])
-    service = Scorer(Settings(home=home, models_dir=home / "models"), store)
+    service = Scorer(Settings(home=home, models_dir=home / "models", store_deadline_ms=10_000), store)  # no timeouts
     yield service
     service.close()
     store.close()

@@ -13,24 +13,27 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from runtime.config import load_settings
+from runtime.config import Settings, load_settings
+from runtime.kafka_clients import aiokafka_options, aiokafka_producer_options, kafka_python_options, producer_options
 from runtime.topics import ensure_topics, spec_topics
 from tripscore import cli
 
 pytestmark = pytest.mark.kafka
 
 
-def test_kafka_python_round_trip_keeps_order_per_key(kafka_bootstrap: str, new_topic: Callable[..., str]) -> None:
+def test_kafka_python_round_trip_keeps_order_per_key(kafka_settings: Settings,
+                                                     new_topic: Callable[..., str]) -> None:
     topic = new_topic(partitions=4)
     keys = [f"driver-{k}" for k in range(10)]
-    producer = KafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", linger_ms=5)
+    producer = KafkaProducer(**producer_options(kafka_settings), linger_ms=5)
+    assert producer.config["enable_idempotence"] and producer.config["acks"] == -1
     for seq in range(100):
         for key in keys:
             producer.send(topic, key=key.encode(), value=json.dumps({"seq": seq}).encode())
     producer.flush()
     producer.close()
 
-    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, enable_auto_commit=False)
+    consumer = KafkaConsumer(**kafka_python_options(kafka_settings), group_id=None, enable_auto_commit=False)
     consumer.assign([TopicPartition(topic, p) for p in range(4)])
     consumer.seek_to_beginning()
     seqs: dict[str, list[int]] = defaultdict(list)
@@ -48,20 +51,21 @@ def test_kafka_python_round_trip_keeps_order_per_key(kafka_bootstrap: str, new_t
     assert all(len(p) == 1 for p in partitions.values()), "a key's messages must share one partition"
 
 
-def test_aiokafka_produces_and_consumes_in_a_group(kafka_bootstrap: str, new_topic: Callable[..., str]) -> None:
+def test_aiokafka_produces_and_consumes_in_a_group(kafka_settings: Settings, new_topic: Callable[..., str]) -> None:
     topic = new_topic(partitions=2)
     sent = [f"message-{i}".encode() for i in range(50)]
 
     async def round_trip() -> list[bytes]:
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+        producer = AIOKafkaProducer(**aiokafka_producer_options(kafka_settings))
         await producer.start()
+        assert producer._txn_manager is not None, "the producer is idempotent"
         try:
             for value in sent:
                 await producer.send(topic, key=b"driver-1", value=value)
             await producer.flush()
         finally:
             await producer.stop()
-        consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka_bootstrap, group_id=f"group-{topic}",
+        consumer = AIOKafkaConsumer(topic, **aiokafka_options(kafka_settings), group_id=f"group-{topic}",
                                     auto_offset_reset="earliest")
         await consumer.start()
         received: list[bytes] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import time
 import uuid
 import warnings
@@ -18,8 +19,8 @@ from strategies import raw_messages, score_request_values
 from clients import BlockingRiskScoreClient
 from featurestore.base import FeatureRow
 from featurestore.sqlite import SQLiteStore
-from runtime.config import load_settings
-from runtime.kafka_clients import kafka_python_options
+from runtime.config import Settings
+from runtime.kafka_clients import producer_options
 from runtime.topics import admin_client, count_topic, create_topics
 from schemas.messages import decode_score_request, encode
 from scorer.harness import WorkerProcess, free_port
@@ -34,25 +35,28 @@ V1, V2, V3 = (f"trip_decline_risk_lr_v{n}" for n in (1, 2, 3))
 class Deployment:
     """Unique topics and consumer group, a store file, a models folder, a worker and a risk-score client."""
 
-    def __init__(self, bootstrap: str, root: Path, instance_id: str | None = None) -> None:
+    def __init__(self, kafka: Settings, root: Path, instance_id: str | None = None) -> None:
         tag = uuid.uuid4().hex[:8]
-        self.bootstrap, self.root = bootstrap, root
+        self.kafka, self.root = kafka, root
         self.topics = {name: f"{name}-{tag}" for name in ("score-requests", "risk-scores", "score-dlq")}
-        create_topics(bootstrap, self.topics.values(), partitions=4)
+        create_topics(kafka, self.topics.values(), partitions=4)
         self.models = root / "models"
         self.models.mkdir()
         with SQLiteStore(root / "features.db") as store:
             store.write([driver_record("a", 0.9), driver_record("b", 0.1), driver_record("c", 0.0)])
         self.settings = {
-            "kafka_bootstrap": bootstrap, "home": root, "sqlite_path": root / "features.db", "models_dir": self.models,
+            **{name: value for name, value in dataclasses.asdict(kafka).items() if name.startswith("kafka_")},
+            "home": root, "sqlite_path": root / "features.db", "models_dir": self.models,
             "topic_score_requests": self.topics["score-requests"], "topic_risk_scores": self.topics["risk-scores"],
             "topic_score_dlq": self.topics["score-dlq"], "scorer_app_id": f"scorer-test-{tag}", "model_poll_s": 0.2,
             "scorer_instance_id": f"worker-{tag}" if instance_id is None else instance_id,
         }
         self.web_port = free_port()  # kept across restarts: static membership hands back the old member's metadata
+        self.producer = KafkaProducer(**producer_options(kafka), linger_ms=0)  # for what no client of ours sends
         self.duplicates: list[dict] = []
-        self.client = BlockingRiskScoreClient(load_settings(**self.settings), on_duplicate=self.duplicates.append)
-        self.producer = KafkaProducer(**kafka_python_options(load_settings(**self.settings)), linger_ms=0)
+        self.client = BlockingRiskScoreClient(kafka.with_overrides(topic_score_requests=self.topics["score-requests"],
+                                                                   topic_risk_scores=self.topics["risk-scores"]),
+                                              on_duplicate=self.duplicates.append)
         self.worker = self.start_worker()
 
     def start_worker(self) -> WorkerProcess:
@@ -77,15 +81,15 @@ class Deployment:
 
     def close(self) -> None:
         self.worker.stop()
-        self.client.close()
         self.producer.close()
-        with admin_client(self.bootstrap) as admin:
+        self.client.close()
+        with admin_client(self.kafka) as admin:
             admin.delete_topics(list(self.topics.values()), raise_errors=False)
 
 
 @pytest.fixture(scope="module")
-def deployment(kafka_bootstrap, tmp_path_factory):
-    deployed = Deployment(kafka_bootstrap, tmp_path_factory.mktemp("scorer"))
+def deployment(kafka_settings, tmp_path_factory):
+    deployed = Deployment(kafka_settings, tmp_path_factory.mktemp("scorer"))
     yield deployed
     deployed.close()
 
@@ -167,7 +171,7 @@ def test_malformed_requests_get_error_responses_and_dead_letters(deployment):
     assert "not valid JSON" in errors["bad-json"]["reason"]
     assert "ts:" in errors["bad-fields"]["reason"] and "candidates:" in errors["bad-fields"]["reason"]
     assert "duplicate candidate" in errors["bad-dup"]["reason"]
-    letters = read_topic(deployment.bootstrap, deployment.topics["score-dlq"], len(bad))
+    letters = read_topic(deployment.kafka, deployment.topics["score-dlq"], len(bad))
     assert {key.decode() for key, _ in letters} == set(bad)
     for _, letter in letters:
         assert letter["stage"] == "score" and letter["topic"] == deployment.topics["score-requests"]
@@ -189,8 +193,8 @@ def test_metrics_and_health(deployment):
     assert 'tripscore_scorer_fallbacks_total{reason="no_model"} 0.0' not in text
 
 
-def test_sigkill_under_load_loses_no_request(kafka_bootstrap, tmp_path):
-    deployment = Deployment(kafka_bootstrap, tmp_path)
+def test_sigkill_under_load_loses_no_request(kafka_settings, tmp_path):
+    deployment = Deployment(kafka_settings, tmp_path)
     try:
         deployment.serve(V1)
         pending = {}
@@ -222,21 +226,21 @@ def _hostile_requests(count: int) -> list[bytes | None]:
     return [*generated, b"[" * 100_000 + b"]" * 100_000, b'{"request_id": "\\ud800"}', huge]
 
 
-def test_hostile_requests_are_each_answered_once_and_sigterm_still_stops_the_worker(kafka_bootstrap, tmp_path):
-    deployment = Deployment(kafka_bootstrap, tmp_path)
+def test_hostile_requests_are_each_answered_once_and_sigterm_still_stops_the_worker(kafka_settings, tmp_path):
+    deployment = Deployment(kafka_settings, tmp_path)
     try:
         deployment.serve(V1)
-        before = count_topic(kafka_bootstrap, deployment.topics["risk-scores"])
+        before = count_topic(kafka_settings, deployment.topics["risk-scores"])
         requests = _hostile_requests(150)
         for i, value in enumerate(requests):
             deployment.send_raw(value if value is not None else b"", f"hostile-{i}")
         deployment.producer.flush()
         deadline = time.monotonic() + 60
-        while (answered := count_topic(kafka_bootstrap, deployment.topics["risk-scores"]) - before) < len(requests):
+        while (answered := count_topic(kafka_settings, deployment.topics["risk-scores"]) - before) < len(requests):
             assert time.monotonic() < deadline and deployment.worker.alive, f"{answered}/{len(requests)} answered"
             time.sleep(0.5)
         time.sleep(1.0)
-        assert count_topic(kafka_bootstrap, deployment.topics["risk-scores"]) - before == len(requests)
+        assert count_topic(kafka_settings, deployment.topics["risk-scores"]) - before == len(requests)
         assert deployment.ask(score_request("after-hostile", [("a", 1.0)]))["strategy"] == "model"
         started = time.monotonic()
         assert deployment.worker.stop(timeout=10) == 0
@@ -245,9 +249,9 @@ def test_hostile_requests_are_each_answered_once_and_sigterm_still_stops_the_wor
         deployment.close()
 
 
-def test_a_worker_killed_and_restarted_at_once_answers_before_the_session_timeout(kafka_bootstrap, tmp_path):
+def test_a_worker_killed_and_restarted_at_once_answers_before_the_session_timeout(kafka_settings, tmp_path):
     """The default member id is claimed per host and slot, so the restarted worker is the same static member."""
-    deployment = Deployment(kafka_bootstrap, tmp_path, instance_id="")
+    deployment = Deployment(kafka_settings, tmp_path, instance_id="")
     try:
         deployment.serve(V1)
         deployment.worker.kill()

@@ -10,13 +10,16 @@ import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from pyspark.sql import DataFrame, SparkSession
 
+from runtime.config import Settings
+from runtime.kafka_clients import kafka_python_options, producer_options, spark_kafka_options
+
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
 
-def produce(bootstrap: str, topic: str, count: int) -> list[dict]:
+def produce(settings: Settings, topic: str, count: int) -> list[dict]:
     """`count` JSON messages keyed by one of 7 drivers; returns the values sent."""
     values = [{"driver_id": f"driver-{i % 7}", "seq": i} for i in range(count)]
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(**producer_options(settings))
     for value in values:
         producer.send(topic, key=value["driver_id"].encode(), value=json.dumps(value).encode())
     producer.flush()
@@ -24,11 +27,11 @@ def produce(bootstrap: str, topic: str, count: int) -> list[dict]:
     return values
 
 
-def read_topic(spark: SparkSession, bootstrap: str, topic: str) -> DataFrame:
+def read_topic(spark: SparkSession, settings: Settings, topic: str) -> DataFrame:
     """The whole topic as the connector's raw rows (key, value, topic, partition, offset, timestamp, ...)."""
     return (
         spark.read.format("kafka")
-        .option("kafka.bootstrap.servers", bootstrap)
+        .options(**spark_kafka_options(settings))
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .option("endingOffsets", "latest")
@@ -36,12 +39,12 @@ def read_topic(spark: SparkSession, bootstrap: str, topic: str) -> DataFrame:
     )
 
 
-def test_batch_read_gets_every_message(spark: SparkSession, kafka_bootstrap: str,
+def test_batch_read_gets_every_message(spark: SparkSession, kafka_settings: Settings,
                                        new_topic: Callable[..., str]) -> None:
     topic = new_topic(partitions=4)
-    sent = produce(kafka_bootstrap, topic, 500)
+    sent = produce(kafka_settings, topic, 500)
 
-    raw = read_topic(spark, kafka_bootstrap, topic)
+    raw = read_topic(spark, kafka_settings, topic)
     rows = raw.selectExpr("CAST(key AS STRING) AS key", "CAST(value AS STRING) AS value", "partition").collect()
 
     assert len(rows) == len(sent)
@@ -51,14 +54,14 @@ def test_batch_read_gets_every_message(spark: SparkSession, kafka_bootstrap: str
     assert all(len(p) == 1 for p in partitions_per_key.values())
 
 
-def test_structured_streaming_reads_the_topic(spark: SparkSession, kafka_bootstrap: str,
+def test_structured_streaming_reads_the_topic(spark: SparkSession, kafka_settings: Settings,
                                               new_topic: Callable[..., str], tmp_path: Path) -> None:
     topic = new_topic(partitions=2)
-    sent = produce(kafka_bootstrap, topic, 200)
+    sent = produce(kafka_settings, topic, 200)
 
     stream = (
         spark.readStream.format("kafka")
-        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .options(**spark_kafka_options(kafka_settings))
         .option("subscribe", topic)
         .option("startingOffsets", "earliest")
         .load()
@@ -75,18 +78,18 @@ def test_structured_streaming_reads_the_topic(spark: SparkSession, kafka_bootstr
     assert sorted(values, key=lambda v: v["seq"]) == sent
 
 
-def test_batch_write_lands_in_the_topic(spark: SparkSession, kafka_bootstrap: str,
+def test_batch_write_lands_in_the_topic(spark: SparkSession, kafka_settings: Settings,
                                         new_topic: Callable[..., str]) -> None:
     topic = new_topic(partitions=1)
     (
         spark.range(100).selectExpr("CAST(id AS STRING) AS key", "CAST(id * 2 AS STRING) AS value")
         .write.format("kafka")
-        .option("kafka.bootstrap.servers", kafka_bootstrap)
+        .options(**spark_kafka_options(kafka_settings))
         .option("topic", topic)
         .save()
     )
 
-    consumer = KafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=None, consumer_timeout_ms=10_000)
+    consumer = KafkaConsumer(**kafka_python_options(kafka_settings), group_id=None, consumer_timeout_ms=10_000)
     consumer.assign([TopicPartition(topic, 0)])
     consumer.seek_to_beginning()
     received = {int(r.key): int(r.value) for r in consumer}

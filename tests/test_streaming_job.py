@@ -26,7 +26,7 @@ from clients import TripEventProducer
 from features.fold import fold
 from featurestore import open_store
 from runtime.config import Settings, load_settings
-from runtime.kafka_clients import kafka_python_options
+from runtime.kafka_clients import producer_options
 from runtime.processes import ServiceProcess
 from runtime.retry import GaveUp
 from schemas.features import BIN_NAMES
@@ -59,7 +59,7 @@ def settings(kafka_bootstrap: str, new_topic, tmp_path: Path) -> Settings:
 def produce(settings: Settings, messages: list[dict | tuple[bytes, bytes]]) -> None:
     """Send valid TripEvents through the clients' producer and raw (key, value) pairs as they are, in order."""
     with TripEventProducer(settings) as events:
-        raw = KafkaProducer(**kafka_python_options(settings), linger_ms=5)  # what no client of ours would send
+        raw = KafkaProducer(**producer_options(settings), linger_ms=5)  # what no client of ours would send
         for is_raw, run in itertools.groupby(messages, key=lambda message: isinstance(message, tuple)):
             if is_raw:
                 for key, value in run:
@@ -83,7 +83,7 @@ def records(settings: Settings, ids: list[str]) -> dict[str, dict | None]:
 
 
 def dead_letters(settings: Settings, expected: int) -> list[tuple[bytes, dict]]:
-    return read_topic(settings.kafka_bootstrap, settings.topic_trip_events_dlq, expected)
+    return read_topic(settings, settings.topic_trip_events_dlq, expected)
 
 
 def test_scripted_sequence_yields_the_hand_computed_features(spark, settings, tmp_path):

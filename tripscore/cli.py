@@ -10,6 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from runtime.config import load_settings
+from runtime.kafka_clients import KafkaAccessError
 from tripscore import __version__
 
 # Modules that expose `register(subparsers)`; each adds its subcommands with `set_defaults(func=...)`.
@@ -26,6 +27,8 @@ COMMAND_MODULES = (
 )
 
 NOISY_LOGGERS = ("kafka", "aiokafka", "py4j")
+WIRE_LOGGERS = ("kafka.protocol", "kafka.net.connection", "aiokafka.conn")
+"""Request dumps of the Kafka clients: at DEBUG they print SASL tokens (a PLAIN password in clear), never shown."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +57,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for chatty in NOISY_LOGGERS:
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
+    for wire in WIRE_LOGGERS:
+        logging.getLogger(wire).setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         return int(args.func(args) or 0)
+    except KafkaAccessError as exc:
+        print(f"tripscore {args.command}: {exc}", file=sys.stderr)
+        return 2
     except Exception as exc:
         if "pyspark" not in sys.modules or verbose:  # only a command that started Spark can fail in Spark
             raise

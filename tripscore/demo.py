@@ -24,6 +24,7 @@ from featurestore import close_stores, open_store
 from modelregistry.registry import active_version, load_export
 from runtime import kafka_local
 from runtime.config import Settings, load_settings
+from runtime.kafka_clients import check_access
 from runtime.processes import ServiceProcess, free_port, http_get, settings_env
 from runtime.topics import broker_ready, count_topic, create_topics, delete_topics
 
@@ -85,11 +86,12 @@ class Demo:
         """A clean demo folder, the broker up and fresh demo topics."""
         shutil.rmtree(self.home, ignore_errors=True)
         self.home.mkdir(parents=True)
-        if not broker_ready(self.settings.kafka_bootstrap):
+        check_access(self.settings)
+        if not broker_ready(self.settings):
             print(f"== starting the local Kafka broker on {self.settings.kafka_bootstrap}", flush=True)
             kafka_local.up(self.settings)
             self.started_broker = True
-        create_topics(self.settings.kafka_bootstrap, self.topics.values(), self.settings.kafka_partitions)
+        create_topics(self.settings, self.topics.values(), self.settings.kafka_partitions)
 
     def batch(self) -> None:
         """History into the store and a promoted model."""
@@ -130,7 +132,7 @@ class Demo:
             sender = threading.Thread(target=self._send_requests, args=(client, requests, sent_at, pending),
                                       daemon=True)
             sender.start()
-            result = replay(to_messages(live), live.num_rows, settings.kafka_bootstrap, settings.topic_trip_events,
+            result = replay(to_messages(live), live.num_rows, settings, settings.topic_trip_events,
                             self.plan.event_rate, bad=self.plan.bad_events)
             print(result.line(settings.topic_trip_events), flush=True)
             sender.join()
@@ -196,7 +198,7 @@ class Demo:
             "feature_lag_p50_s": float(np.percentile(lags, 50)) if lags else None,
             "feature_lag_p99_s": float(np.percentile(lags, 99)) if lags else None,
             "drivers_caught_up": len(lags),
-            "dead_letters": count_topic(self.settings.kafka_bootstrap, self.demo_settings.topic_trip_events_dlq),
+            "dead_letters": count_topic(self.settings, self.demo_settings.topic_trip_events_dlq),
             "requests_sent": len(sent_at),
             "requests_answered": len(answers),
             "duplicate_answers": live["duplicates"],
@@ -219,8 +221,8 @@ class Demo:
         for child in reversed(self.children):
             child.stop(timeout=30)
         close_stores()
-        if broker_ready(self.settings.kafka_bootstrap):
-            delete_topics(self.settings.kafka_bootstrap, self.topics.values())
+        if broker_ready(self.settings):
+            delete_topics(self.settings, self.topics.values())
         if self.started_broker:
             kafka_local.stop(self.settings)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from runtime import kafka_local
+from runtime import kafka_local, kafka_secure
 from runtime.config import Settings, load_settings
+from runtime.kafka_clients import check_access
 from runtime.topics import broker_ready, ensure_topics, spec_topics, topic_partitions
 
 
@@ -17,6 +18,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up = kafka_sub.add_parser("up", help="start the broker and wait until it accepts clients")
     up.add_argument("--controller-port", type=int, help="KRaft controller port (default: broker port + 1)")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker (default 60)")
+    up.add_argument("--secure", action="store_true",
+                    help="serve SASL_SSL only: a throwaway CA and certificate, and the TRIPSCORE_KAFKA_SASL_* user")
     up.set_defaults(func=_up)
     down = kafka_sub.add_parser("down", help="stop the broker (SIGTERM, then SIGKILL)")
     down.add_argument("--timeout", type=float, default=30.0, help="seconds before SIGKILL (default 30)")
@@ -40,11 +43,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _up(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
-        pid = kafka_local.up(settings, controller_port=args.controller_port, timeout=args.timeout)
+        pid = kafka_local.up(settings, controller_port=args.controller_port, timeout=args.timeout,
+                             secure=args.secure)
     except (RuntimeError, ValueError, FileNotFoundError) as exc:
         print(f"kafka up failed: {exc}")
         return 1
     print(f"Kafka broker running (pid {pid}) at {settings.kafka_bootstrap}")
+    if args.secure:
+        ca = kafka_secure.ca_file(kafka_local.BrokerPaths.of(settings).root)
+        print(f"SASL_SSL only; clients trust its CA with TRIPSCORE_KAFKA_SSL_CAFILE={ca}")
     return 0
 
 
@@ -59,11 +66,12 @@ def _status(args: argparse.Namespace) -> int:
     pid = kafka_local.running_pid(settings)
     local = f"running (pid {pid})" if pid else "not running"
     print(f"local broker: {local}, data in {kafka_local.BrokerPaths.of(settings).root}")
-    if not broker_ready(settings.kafka_bootstrap):
+    check_access(settings)
+    if not broker_ready(settings):
         print(f"bootstrap:    {settings.kafka_bootstrap} (no broker answers)")
         return 1
     print(f"bootstrap:    {settings.kafka_bootstrap} (reachable)")
-    partitions = topic_partitions(settings.kafka_bootstrap)
+    partitions = topic_partitions(settings)
     print(f"topics:       {len(partitions)}")
     for name, count in sorted(partitions.items()):
         print(f"  {name:<32} {count} partitions")
@@ -75,6 +83,7 @@ def _status(args: argparse.Namespace) -> int:
 
 def _create(args: argparse.Namespace) -> int:
     settings = _settings(args)
+    check_access(settings)
     created = ensure_topics(settings, partitions=args.partitions)
     present = len(spec_topics(settings)) - len(created)
     print(f"topics: {len(created)} created ({', '.join(created) or 'none'}), {present} already present")
