@@ -36,7 +36,7 @@ def exported_series(registry: CollectorRegistry) -> set[str]:
 
 
 def code_series() -> set[str]:
-    stream = StreamMetrics(port=0)
+    stream = StreamMetrics(port=0, bind="127.0.0.1")
     try:
         return exported_series(REGISTRY) | exported_series(stream.registry)
     finally:
