@@ -1,4 +1,4 @@
-"""Client helpers for the services around tripscore: produce trip events, ask for risk scores."""
+"""Clients for the services around tripscore: produce trip events, ask for risk scores."""
 
 from clients.events import DeliveryError, Rejected, TripEventProducer
 from clients.scores import BlockingRiskScoreClient, InvalidRequest, RiskScoreClient, ScoreTimeout, collect

@@ -1,4 +1,4 @@
-"""The client helpers against a real broker: the trip-event producer and the risk-score client."""
+"""The clients against a real broker: the trip-event producer and the risk-score client."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from kafka_helpers import read_topic
+from topic_reader import read_topic
 from scorer_helpers import score_request
 
 from clients import InvalidRequest, RiskScoreClient, ScoreTimeout, TripEventProducer

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hypothesis.errors import NonInteractiveExampleWarning
 from kafka import KafkaProducer
-from kafka_helpers import read_topic
+from topic_reader import read_topic
 from scorer_helpers import PRIOR, driver_record, expected_risk, make_model, save_model, score_request
 from strategies import raw_messages, score_request_values
 

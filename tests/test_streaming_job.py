@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from hypothesis.errors import NonInteractiveExampleWarning
 from kafka import KafkaProducer
-from kafka_helpers import read_topic
+from topic_reader import read_topic
 from strategies import raw_messages, trip_event_values
 
 from batch.generate import generate_city
