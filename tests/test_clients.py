@@ -8,8 +8,8 @@ from collections.abc import Callable
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from topic_reader import read_topic
 from scorer_helpers import score_request
+from topic_reader import read_topic
 
 from clients import InvalidRequest, RiskScoreClient, ScoreTimeout, TripEventProducer
 from runtime.config import Settings

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from hypothesis.errors import NonInteractiveExampleWarning
 from kafka import KafkaProducer
-from topic_reader import read_topic
 from scorer_helpers import PRIOR, driver_record, expected_risk, make_model, save_model, score_request
 from strategies import raw_messages, score_request_values
+from topic_reader import read_topic
 
 from clients import BlockingRiskScoreClient
 from featurestore.base import FeatureRow

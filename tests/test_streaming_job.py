@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from hypothesis.errors import NonInteractiveExampleWarning
 from kafka import KafkaProducer
-from topic_reader import read_topic
 from strategies import raw_messages, trip_event_values
+from topic_reader import read_topic
 
 from batch.generate import generate_city
 from clients import TripEventProducer
