@@ -7,7 +7,7 @@ JARS_DIR := $(or $(TRIPSCORE_JARS_DIR),jars)
 JVM_POMS := jvm/pom.xml jvm/kafka-broker/pom.xml jvm/spark-kafka/pom.xml
 PYTEST_ARGS ?=
 
-.PHONY: venv jars kafka-up kafka-down topics lint test demo clean
+.PHONY: venv jars promtool kafka-up kafka-down topics lint test demo clean
 
 venv: $(VENV)/.installed
 
@@ -25,6 +25,19 @@ $(JARS_DIR)/.copied: $(JVM_POMS)
 	mvn --batch-mode --quiet -Dstyle.color=never -f jvm/pom.xml -Djars.dir=$(abspath $(JARS_DIR)) package
 	touch $@
 
+# promtool for the tests of deploy/prometheus: the system's, or unpacked from Debian's `prometheus` package into
+# .venv/bin (nothing is installed system-wide, no service starts). Without apt the promtool tests skip.
+promtool: $(BIN)/promtool
+
+$(BIN)/promtool: | venv
+	@if command -v promtool >/dev/null; then ln -sf "$$(command -v promtool)" $@; else \
+	  tmp=$$(mktemp -d); \
+	  ( cd $$tmp && { apt-get download prometheus || { apt-get update && apt-get download prometheus; }; } \
+	    && dpkg-deb -x prometheus_*.deb root && cp root/usr/bin/promtool $(abspath $@) ) >/dev/null 2>&1 \
+	    || echo "promtool not available (no apt?): its tests will skip"; \
+	  rm -rf $$tmp; \
+	fi
+
 kafka-up: venv jars
 	$(TRIPSCORE) kafka up
 
@@ -38,7 +51,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 # The broker is stopped whatever pytest returns; pytest's exit code is make's (5, no tests ran, fails too).
-test: venv jars
+test: venv jars promtool
 	@status=0; \
 	$(TRIPSCORE) kafka up && $(TRIPSCORE) topics create && $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
 	$(TRIPSCORE) kafka down || true; \

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -58,8 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _train_flags(tr)
     tr.set_defaults(func=_train)
 
-    re = sub.add_parser("retrain", help="materialize + train + promote if at least as good (exit 0 promoted, "
-                                        "3 kept, 1 error)")
+    re = sub.add_parser("retrain", help="materialize + train + promote if at least as good; prints one JSON line "
+                                        "(exit 0 promoted, 3 kept, 1 failed)")
     re.add_argument("--dataset", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET})")
     re.add_argument("--events", type=Path, help="Parquet event log (default <home>/events)")
     _train_flags(re)
@@ -107,7 +108,7 @@ def _run(fn):  # noqa: ANN001, ANN202 - decorator
         try:
             return fn(args, load_settings())
         except user_errors() as exc:
-            print(f"tripscore {args.command}: error: {exc}")
+            print(f"tripscore {args.command}: error: {exc}", file=sys.stderr)
             return 1
 
     return wrapper
@@ -201,8 +202,9 @@ def _retrain(args: argparse.Namespace, settings: Settings) -> int:
     from batch.retrain import retrain
     from featurestore import open_store
 
-    _, verdict = retrain(_spark(settings, "tripscore-retrain"), open_store(settings),
-                         _events_path(settings, args.events), settings.datasets_dir, settings.models_dir,
-                         args.dataset, _config(args))
-    print(verdict.line())
+    result, verdict = retrain(_spark(settings, "tripscore-retrain"), open_store(settings),
+                              _events_path(settings, args.events), settings.datasets_dir, settings.models_dir,
+                              args.dataset, _config(args))
+    log.info(verdict.line())
+    print(encode(verdict.outcome(args.dataset, result.export.metrics)).decode())
     return verdict.exit_code

@@ -1,14 +1,17 @@
 """`tripscore retrain` (for cron): materialize, train, and promote only a challenger at least as good as the champion.
 
 Champion/challenger: both exports are scored with numpy on the challenger's time holdout; the challenger is
-promoted when its AUC >= the champion's (or when nothing is active). Exit codes: 0 promoted, 3 kept (champion
-stays active), 1 error.
+promoted when its AUC >= the champion's (or when nothing is active). The command prints the outcome as one JSON
+line. Exit codes (for schedulers): 0 promoted, 3 kept (champion stays active), 1 failed (the reason on stderr),
+2 bad arguments.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -21,7 +24,10 @@ from modelregistry.export import ModelExport
 from modelregistry.registry import active_version, load_export, promote
 
 EXIT_PROMOTED = 0
+EXIT_FAILED = 1
 EXIT_KEPT = 3
+OUTCOME_METRICS = ("auc", "pr_auc", "log_loss", "base_rate", "oracle_auc", "train_rows", "holdout_rows")
+"""The challenger's holdout metrics the outcome line carries (the full set is in its report.json)."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,21 @@ class Verdict:
     def exit_code(self) -> int:
         """0 promoted, 3 kept."""
         return EXIT_PROMOTED if self.promote else EXIT_KEPT
+
+    def outcome(self, dataset: str, metrics: Mapping[str, Any]) -> dict[str, Any]:
+        """The outcome a scheduler records: what is active now, both versions and AUCs, the challenger's metrics."""
+        return {
+            "outcome": "promoted" if self.promote else "kept",
+            "exit_code": self.exit_code,
+            "active": self.challenger if self.promote else self.champion,
+            "challenger": self.challenger,
+            "champion": self.champion,
+            "challenger_auc": self.challenger_auc,
+            "champion_auc": self.champion_auc,
+            "holdout_rows": self.holdout_rows,
+            "dataset": dataset,
+            "holdout_metrics": {name: metrics[name] for name in OUTCOME_METRICS if name in metrics},
+        }
 
 
 def compare(models_dir: Path, datasets_dir: Path, challenger: ModelExport) -> Verdict:

@@ -20,7 +20,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)
 
 import argparse
-import asyncio
 import gc
 import json
 import os
@@ -41,16 +40,16 @@ from batch.eventlog import FOLD_COLUMNS
 from batch.generate import generate_city, score_requests
 from batch.metrics import score_histogram
 from batch.pointintime import PIT_COLUMNS, driver_record, driver_runs, partition_examples
+from clients import BlockingRiskScoreClient, collect
 from features.derive import model_features
 from featurestore import OnlineStore, open_store
 from modelregistry.export import ModelExport
 from modelregistry.registry import active_version, load_export, promote
 from runtime.config import Settings, load_settings
-from runtime.kafka_clients import aiokafka_producer_options
 from runtime.topics import create_topics
 from schemas.features import MODEL_FEATURES
-from schemas.messages import decode_score_request, encode, score_response
-from scorer.harness import Responses, WorkerProcess
+from schemas.messages import ZERO_TIMINGS, decode_score_request, encode, score_response
+from scorer.harness import WorkerProcess
 from scorer.rank import Policy, rank_request
 from scorer.reader import READ_BINS, read_rows
 
@@ -139,7 +138,7 @@ def bench_inproc(store: OnlineStore, requests: list[dict], model: ModelExport, p
         read = time.perf_counter()
         ranking = rank_request(request, rows, model, policy)
         encode(score_response(request["request_id"], ranking.strategy, ranking.ranked, reason=ranking.reason,
-                              model_version=model.version, timings_ms={}))
+                              model_version=model.version, timings_ms=ZERO_TIMINGS))
         done = time.perf_counter()
         total.append((done - started) * 1000)
         core.append((done - read) * 1000)
@@ -180,15 +179,14 @@ class FloorProcess(WorkerProcess):
 
 
 class KafkaRun:
-    """A worker subprocess on fresh topics, a paced producer and a response listener."""
+    """A worker subprocess on fresh topics, and a risk-score client sending paced requests."""
 
     def __init__(self, settings: dict[str, Any], kafka: Settings, root: Path, workers: int = 1,
                  floor: bool = False) -> None:
-        self.kafka = kafka
         tag = uuid.uuid4().hex[:8]
-        self.requests_topic, responses_topic = f"bench-score-requests-{tag}", f"bench-risk-scores-{tag}"
-        create_topics(kafka, [self.requests_topic, responses_topic, f"bench-dlq-{tag}"], partitions=4)
-        worker_settings = {**settings, "topic_score_requests": self.requests_topic,
+        requests_topic, responses_topic = f"bench-score-requests-{tag}", f"bench-risk-scores-{tag}"
+        create_topics(kafka, [requests_topic, responses_topic, f"bench-dlq-{tag}"], partitions=4)
+        worker_settings = {**settings, "topic_score_requests": requests_topic,
                            "topic_risk_scores": responses_topic, "topic_score_dlq": f"bench-dlq-{tag}",
                            "scorer_app_id": f"bench-scorer-{tag}"}
         self.workers = [  # one consumer group: the request partitions are shared out
@@ -198,41 +196,28 @@ class KafkaRun:
         ]
         for worker in self.workers:
             worker.wait_ready()
-        self.responses = Responses(kafka, responses_topic)
-
-    async def send_paced(self, requests: list[dict], rate: float, label: str) -> tuple[dict[str, float], float]:
-        """Send `requests` at `rate`/s with fresh ids: {request_id: perf_counter at send}, and the seconds taken.
-
-        aiokafka builds records in C: the client must not take the CPU the worker under test needs.
-        """
-        from aiokafka import AIOKafkaProducer
-
-        producer = AIOKafkaProducer(**aiokafka_producer_options(self.kafka), linger_ms=0)
-        await producer.start()
-        try:
-            sent: dict[str, float] = {}
-            start = time.perf_counter()
-            for i, raw in enumerate(requests):
-                if (delay := start + i / rate - time.perf_counter()) > 0:
-                    await asyncio.sleep(delay)
-                request_id = f"{label}-{i}"
-                value = encode({**raw, "request_id": request_id})
-                sent[request_id] = time.perf_counter()
-                await producer.send(self.requests_topic, value, key=request_id.encode())
-            await producer.flush()
-            return sent, time.perf_counter() - start
-        finally:
-            await producer.stop()
+        self.client = BlockingRiskScoreClient(kafka.with_overrides(topic_score_requests=requests_topic,
+                                                                   topic_risk_scores=responses_topic))
 
     def run(self, requests: list[dict], rate: float, label: str, drain_s: float = 120.0) -> dict[str, Any]:
         """Send `requests` at `rate`/s with fresh ids, then wait until all are answered (or 10 s pass without
         progress, or `drain_s`); latency = response arrival − send, per request."""
         cpu = self.cpu_seconds()
-        sent, send_s = asyncio.run(self.send_paced(requests, rate, label))
-        answered = self.responses.wait_for(sent, timeout=drain_s, stall=10.0)
+        sent: dict[str, float] = {}
+        pending = {}
+        start = time.perf_counter()
+        for i, raw in enumerate(requests):
+            if (delay := start + i / rate - time.perf_counter()) > 0:
+                time.sleep(delay)
+            request_id = f"{label}-{i}"
+            sent[request_id] = time.perf_counter()
+            pending[request_id] = self.client.submit({**raw, "request_id": request_id},
+                                                     timeout=len(requests) / rate + drain_s)
+        send_s = time.perf_counter() - start
+        answered = collect(pending, timeout=drain_s, stall=10.0)
         cpu = self.cpu_seconds() - cpu
-        latencies = [(self.responses.arrived[rid] - sent[rid]) * 1000 for rid in answered]
-        strategies = pd.Series([r[0]["strategy"] for r in answered.values()], dtype=object).value_counts()
+        latencies = [(self.client.received_at(rid) - sent[rid]) * 1000 for rid in answered]
+        strategies = pd.Series([r["strategy"] for r in answered.values()], dtype=object).value_counts()
         return {"rate": rate, "achieved_rate": len(sent) / send_s, "sent": len(sent), "answered": len(answered),
                 "p50_ms": percentile(latencies, 50), "p99_ms": percentile(latencies, 99),
                 "strategies": {k: int(v) for k, v in strategies.items()},
@@ -255,7 +240,7 @@ class KafkaRun:
     def __exit__(self, *exc: object) -> None:
         for worker in self.workers:
             worker.stop()
-        self.responses.close()
+        self.client.close()
 
 
 def held(step: dict[str, Any]) -> bool:

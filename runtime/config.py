@@ -73,6 +73,7 @@ class Settings:
     stream_write_batch: int = field(default_factory=lambda: int(_env("stream_write_batch", "5000")))
     stream_metrics_port: int = field(default_factory=lambda: int(_env("stream_metrics_port", "9108")))
     stream_store_giveup_s: float = field(default_factory=lambda: float(_env("stream_store_giveup_s", "600")))
+    verbose: bool = field(default_factory=lambda: _env("verbose", "") not in ("", "0", "false"))
 
     @property
     def sqlite_file(self) -> Path:

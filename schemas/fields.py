@@ -14,7 +14,22 @@ Problem = tuple[str, str]
 """A validation problem: (field path, what is wrong)."""
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
-FIELD_KINDS = ("str", "enum", "float", "int", "ts", "list")
+BASE64_PATTERN = re.compile(r"[A-Za-z0-9+/]*={0,2}")
+SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+FIELD_KINDS = ("str", "enum", "float", "int", "bool", "ts", "list", "object")
+COMPOSITE_KINDS = frozenset({"list", "object"})
+
+
+@dataclass(frozen=True)
+class RequiredWhen:
+    """A `required` condition: the field is required when the string field `field` holds one of `values`."""
+
+    field: str
+    values: frozenset[str]
+
+    def __call__(self, message: Mapping[str, Any]) -> bool:
+        # an unhashable value (a JSON list or object) is not one of the values: its own field check reports it
+        return isinstance(value := message.get(self.field), str) and value in self.values
 
 
 @dataclass(frozen=True)
@@ -23,7 +38,8 @@ class Field:
 
     name: str
     kind: str  # one of FIELD_KINDS
-    required: bool | Callable[[Mapping[str, Any]], bool] = True
+    required: bool | RequiredWhen = True
+    nullable: bool = False  # required means present, but its value may be null
     min_len: int | None = None
     max_len: int | None = None
     pattern: re.Pattern[str] | None = None
@@ -32,15 +48,18 @@ class Field:
     gt: float | None = None
     le: float | None = None
     equals: Any = None
-    items: tuple[Field, ...] = ()
+    items: tuple[Field, ...] = ()  # the fields of each list item, or of the object
     doc: str = ""
-    # the value checker, built once with this field's limits bound (None for a list: its items are objects)
+    # the value checker, built once with this field's limits bound (None for a list or an object: see check_object)
     check: Checker | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in FIELD_KINDS:
             raise ValueError(f"field {self.name!r}: unknown kind {self.kind!r}; expected one of {FIELD_KINDS}")
-        object.__setattr__(self, "check", None if self.kind == "list" else _CHECKER_BUILDERS[self.kind](self))
+        if not self.name.isidentifier():
+            raise ValueError(f"field {self.name!r}: names are identifiers (builders take them as arguments)")
+        composite = self.kind in COMPOSITE_KINDS
+        object.__setattr__(self, "check", None if composite else _CHECKER_BUILDERS[self.kind](self))
 
     @cached_property
     def out_name(self) -> str:
@@ -48,8 +67,12 @@ class Field:
         return f"{self.name}_ms" if self.kind == "ts" else self.name
 
     def is_required(self, message: Mapping[str, Any]) -> bool:
-        """Whether this field must be present in `message`."""
+        """Whether this field must be present in `message` (with a value, unless nullable)."""
         return self.required(message) if callable(self.required) else self.required
+
+    def is_missing(self, message: Mapping[str, Any]) -> bool:
+        """Whether `message`, which has no value for this field, breaks its `required` rule."""
+        return self.is_required(message) and not (self.nullable and self.name in message)
 
 
 TS_MAX_MS = 10**14
@@ -155,6 +178,15 @@ def _enum_checker(spec: Field) -> Checker:
     return check
 
 
+def _bool_checker(spec: Field) -> Checker:
+    def check(value: Any) -> Check:
+        if type(value) is not bool:
+            return None, f"expected true or false, got {type(value).__name__}"
+        return value, None
+
+    return check
+
+
 def _ts_checker(spec: Field) -> Checker:
     def check(value: Any) -> Check:
         ts_ms = parse_ts_ms(value)
@@ -166,7 +198,8 @@ def _ts_checker(spec: Field) -> Checker:
 
 
 _CHECKER_BUILDERS: dict[str, Callable[[Field], Checker]] = {
-    "float": _number_checker, "int": _number_checker, "str": _str_checker, "enum": _enum_checker, "ts": _ts_checker,
+    "float": _number_checker, "int": _number_checker, "str": _str_checker, "enum": _enum_checker,
+    "bool": _bool_checker, "ts": _ts_checker,
 }
 
 
@@ -209,14 +242,31 @@ def check_object(specs: tuple[Field, ...], message: Any, prefix: str = "",
     for spec in specs:
         value = message.get(spec.name)
         if value is None:
-            if spec.is_required(message):
+            if spec.is_missing(message):
                 problems.append((_path(prefix, index, spec.name), "is required"))
             out[spec.out_name] = None
-        elif spec.check is None:  # a list of objects
-            out[spec.out_name], list_problems = _check_list(spec, value, _path(prefix, index, spec.name))
-            problems += list_problems
+        elif spec.check is None:  # a list of objects, or an object
+            path = _path(prefix, index, spec.name)
+            checked = _check_list(spec, value, path) if spec.kind == "list" else check_object(spec.items, value, path)
+            out[spec.out_name], composite_problems = checked
+            problems += composite_problems
         else:
             out[spec.out_name], reason = spec.check(value)
             if reason is not None:
                 problems.append((_path(prefix, index, spec.name), reason))
     return (out if not problems else None), problems
+
+
+def message_builder(name: str, specs: tuple[Field, ...]) -> Callable[..., dict[str, Any]]:
+    """A function `name(<field>, ...)` returning the message dict of `specs`, keys in spec order.
+
+    Generated once (as dataclasses generate `__init__`): a dict literal, so a builder called per candidate costs
+    no more than one written by hand, and its keys cannot drift from the contract.
+    """
+    names = [spec.name for spec in specs]
+    source = f"def {name}({', '.join(names)}):\n    return {{{', '.join(f'{n!r}: {n}' for n in names)}}}\n"
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # names are checked identifiers of our own specs
+    builder = namespace[name]
+    builder.__doc__ = f"A message of fields {', '.join(names)}."
+    return builder

@@ -12,7 +12,16 @@ from typing import Any
 
 import orjson
 
-from schemas.fields import ID_PATTERN, Field, Problem, check_object
+from schemas.fields import (
+    BASE64_PATTERN,
+    ID_PATTERN,
+    SHA256_PATTERN,
+    Field,
+    Problem,
+    RequiredWhen,
+    check_object,
+    message_builder,
+)
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = (
@@ -25,6 +34,8 @@ EVENT_TYPES = (
     "trip_rated",
 )
 TRIP_EVENT_TYPES = frozenset(EVENT_TYPES[2:])
+STRATEGIES = ("model", "distance_only", "error")
+FEATURE_STATUSES = ("present", "partial", "stale", "missing")
 MESSAGE = "<message>"
 DEAD_LETTER_MAX_BYTES = 900_000
 """A DeadLetter never exceeds this (Kafka's default limit is 1 MiB per message); a larger original is cut."""
@@ -34,11 +45,9 @@ Decoded = tuple[dict[str, Any] | None, list[Problem]]
 """A decoder's outcome: (the normalised message, []) or (None, every problem)."""
 
 
-def _for_types(*types: str):
-    """A `required` predicate: the field is required for these event types."""
-    wanted = frozenset(types)
-    # an unhashable event_type (a JSON list or object) is not a type: its own field check reports it
-    return lambda message: isinstance(event_type := message.get("event_type"), str) and event_type in wanted
+def _for_types(*types: str) -> RequiredWhen:
+    """A `required` condition: the field is required for these event types."""
+    return RequiredWhen("event_type", frozenset(types))
 
 
 TRIP_EVENT: tuple[Field, ...] = (
@@ -68,6 +77,59 @@ SCORE_REQUEST: tuple[Field, ...] = (
     Field("rider_rating", "float", ge=1, le=5),
     Field("candidates", "list", min_len=1, max_len=200, items=CANDIDATE),
 )
+
+
+RANKED_CANDIDATE: tuple[Field, ...] = (
+    Field("driver_id", "str", min_len=1, max_len=64, pattern=ID_PATTERN),
+    Field("rank", "int", ge=1, doc="1 = offer first"),
+    Field("decline_risk", "float", nullable=True, ge=0, le=1, doc="null when not scored"),
+    Field("pickup_eta_min", "float", ge=0),
+    Field("expected_cost_min", "float", ge=0, doc="pickup_eta_min + decline_risk x re-dispatch penalty"),
+    Field("feature_status", "enum", choices=FEATURE_STATUSES),
+)
+
+TIMINGS: tuple[Field, ...] = (
+    Field("features", "float", ge=0, doc="milliseconds reading features"),
+    Field("model", "float", ge=0, doc="milliseconds deriving, predicting and ranking"),
+    Field("total", "float", ge=0, doc="milliseconds in the scorer"),
+)
+
+SCORE_RESPONSE: tuple[Field, ...] = (
+    Field("request_id", "str", doc="the request's id; of a malformed request, its key when it has none"),
+    Field("strategy", "enum", choices=STRATEGIES),
+    Field("reason", "str", nullable=True, doc="why distance-only, or the validation message of an error"),
+    Field("model_version", "str", nullable=True),
+    Field("ranked", "list", max_len=200, items=RANKED_CANDIDATE, doc="candidates in offer order"),
+    Field("timings_ms", "object", items=TIMINGS),
+    Field("scored_at", "ts"),
+)
+
+DEAD_LETTER_ERROR: tuple[Field, ...] = (
+    Field("field", "str", doc="path of the field, `<message>` for the whole message"),
+    Field("reason", "str"),
+)
+
+DEAD_LETTER: tuple[Field, ...] = (
+    Field("original_b64", "str", pattern=BASE64_PATTERN, doc="the rejected bytes (the first ones if cut), base64"),
+    Field("original_bytes", "int", ge=0, doc="the original's full size"),
+    Field("original_sha256", "str", pattern=SHA256_PATTERN, doc="SHA-256 of the full original, hex"),
+    Field("original_truncated", "bool", doc="true when original_b64 holds only the first bytes (kept under 1 MiB)"),
+    Field("topic", "str", doc="where it was read"),
+    Field("partition", "int", nullable=True, ge=0),
+    Field("offset", "int", nullable=True, ge=0),
+    Field("error", "str", doc="every problem on one line: `field: reason; field: reason`"),
+    Field("errors", "list", items=DEAD_LETTER_ERROR),
+    Field("stage", "str", doc="the stage that rejected it: stream, score, ..."),
+    Field("failed_at", "ts"),
+)
+
+ranked_candidate = message_builder("ranked_candidate", RANKED_CANDIDATE)
+"""One entry of `ScoreResponse.ranked` (positional arguments in field order: called per candidate)."""
+_timings = message_builder("timings", TIMINGS)
+_score_response = message_builder("score_response", SCORE_RESPONSE)
+_dead_letter_error = message_builder("dead_letter_error", DEAD_LETTER_ERROR)
+_dead_letter = message_builder("dead_letter", DEAD_LETTER)
+ZERO_TIMINGS = _timings(**{spec.name: 0.0 for spec in TIMINGS})
 
 
 def _reject_constant(name: str) -> float:
@@ -173,42 +235,23 @@ def dead_letter(
     """
     raw = bytes(raw or b"")
     kept = bounded(problems)
-    letter = {
-        "original_b64": "",
-        "original_bytes": len(raw),
-        "original_sha256": hashlib.sha256(raw).hexdigest(),
-        "original_truncated": False,
-        "topic": topic,
-        "partition": partition,
-        "offset": offset,
-        "error": describe_problems(kept),
-        "errors": [{"field": field, "reason": reason} for field, reason in kept],
-        "stage": stage,
-        "failed_at": iso_now(),
-    }
+    letter = _dead_letter(
+        original_b64="",
+        original_bytes=len(raw),
+        original_sha256=hashlib.sha256(raw).hexdigest(),
+        original_truncated=False,
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        error=describe_problems(kept),
+        errors=[_dead_letter_error(field, reason) for field, reason in kept],
+        stage=stage,
+        failed_at=iso_now(),
+    )
     room = (max_bytes - len(encode(letter))) // 4 * 3  # base64 makes 4 characters of every 3 bytes
     letter["original_truncated"] = len(raw) > room
     letter["original_b64"] = base64.b64encode(raw[: max(room, 0)]).decode("ascii")
     return letter
-
-
-def ranked_candidate(
-    driver_id: str,
-    rank: int,
-    decline_risk: float | None,
-    pickup_eta_min: float,
-    expected_cost_min: float,
-    feature_status: str,
-) -> dict[str, Any]:
-    """One entry of `ScoreResponse.ranked`."""
-    return {
-        "driver_id": driver_id,
-        "rank": rank,
-        "decline_risk": decline_risk,
-        "pickup_eta_min": pickup_eta_min,
-        "expected_cost_min": expected_cost_min,
-        "feature_status": feature_status,
-    }
 
 
 def score_response(
@@ -221,22 +264,22 @@ def score_response(
     timings_ms: Mapping[str, float],
 ) -> dict[str, Any]:
     """A ScoreResponse; `strategy` is `model`, `distance_only` or `error`."""
-    return {
-        "request_id": request_id,
-        "strategy": strategy,
-        "reason": reason,
-        "model_version": model_version,
-        "ranked": list(ranked),
-        "timings_ms": dict(timings_ms),
-        "scored_at": iso_now(),
-    }
+    return _score_response(
+        request_id=request_id,
+        strategy=strategy,
+        reason=reason,
+        model_version=model_version,
+        ranked=list(ranked),
+        timings_ms=_timings(**timings_ms),
+        scored_at=iso_now(),
+    )
 
 
 def error_response(request_id: str, problems: Sequence[Problem]) -> dict[str, Any]:
     """The answer to a malformed request: strategy `error` with the validation message."""
     return score_response(
         request_id, "error", [], reason=describe_problems(problems), model_version=None,
-        timings_ms={"features": 0.0, "model": 0.0, "total": 0.0},
+        timings_ms=ZERO_TIMINGS,
     )
 
 

@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from schemas.messages import FEATURE_STATUSES, STRATEGIES
 from scorer.rank import FALLBACK_REASONS, Ranking
 
 
@@ -39,8 +40,6 @@ REGISTRY = CollectorRegistry()
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 AGE_BUCKETS = (1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86_400, 7 * 86_400)
 RISK_BUCKETS = tuple(i / 20 for i in range(1, 21))
-STATUSES = ("present", "partial", "stale", "missing")
-STRATEGIES = ("model", "distance_only", "error")
 
 FEATURE_READ = Histogram("tripscore_scorer_feature_read_seconds", "Batch feature read per request",
                          buckets=LATENCY_BUCKETS, registry=REGISTRY)
@@ -69,7 +68,7 @@ DEAD_LETTERS = Counter("tripscore_scorer_dead_letters_total", "Malformed request
 # every series exists from the start (a zero, not an absent line), bound once: `labels()` costs per call
 RESPONSES_BY_STRATEGY = {strategy: RESPONSES.labels(strategy) for strategy in STRATEGIES}
 FALLBACKS_BY_REASON = {reason: FALLBACKS.labels(reason) for reason in FALLBACK_REASONS}
-CANDIDATES_BY_STATUS = {status: CANDIDATES.labels(status) for status in STATUSES}
+CANDIDATES_BY_STATUS = {status: CANDIDATES.labels(status) for status in FEATURE_STATUSES}
 
 
 def record_ranking(ranking: Ranking, read_s: float, model_s: float) -> None:

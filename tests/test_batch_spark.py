@@ -142,10 +142,15 @@ def test_cli_retrain_refuses_a_worse_model_and_models_commands(world: World, mon
         monkeypatch.setenv(f"TRIPSCORE_{name}", str(value))
     champion = world.trained.version
     assert main(["models", "promote", champion]) == 0
+    capsys.readouterr()
     # an untrained challenger (zero iterations: every offer gets the base rate, AUC 0.5) must not replace it
     assert main(["retrain", "--events", str(world.events), "--max-iter", "0"]) == EXIT_KEPT
-    line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith(f"retrain: kept {champion}; challenger trip_decline_risk_lr_v2 is worse")
+    outcome = json.loads(capsys.readouterr().out)  # the whole output: one JSON line
+    assert {k: outcome[k] for k in ("outcome", "exit_code", "active", "challenger", "champion")} == {
+        "outcome": "kept", "exit_code": EXIT_KEPT, "active": champion, "challenger": "trip_decline_risk_lr_v2",
+        "champion": champion}
+    assert outcome["challenger_auc"] < outcome["champion_auc"] and outcome["holdout_rows"] > 0
+    assert outcome["holdout_metrics"]["auc"] == pytest.approx(0.5)
     assert active_version(s.models_dir) == champion and (s.models_dir / "trip_decline_risk_lr_v2").is_dir()
     assert main(["models", "promote", "trip_decline_risk_lr_v99"]) == 1
     assert "no export file" in capsys.readouterr().out

@@ -283,3 +283,7 @@ def test_a_challenger_is_promoted_when_at_least_as_good(challenger_auc: float, c
     assert verdict.promote is promoted
     assert verdict.exit_code == (EXIT_PROMOTED if promoted else EXIT_KEPT)
     assert verdict.line().startswith("retrain: promoted v2" if promoted else "retrain: kept v1")
+    outcome = verdict.outcome("ds", {"auc": challenger_auc, "calibration": [], "train_rows": 9})
+    assert (outcome["outcome"], outcome["exit_code"], outcome["active"]) == (
+        ("promoted", EXIT_PROMOTED, "v2") if promoted else ("kept", EXIT_KEPT, "v1"))
+    assert outcome["holdout_metrics"] == {"auc": challenger_auc, "train_rows": 9}

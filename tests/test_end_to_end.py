@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -12,6 +13,9 @@ from pathlib import Path
 import pytest
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
+# lines of the JVM and of Spark's log4j (`26/12/01 14:43:35 WARN NativeCodeLoader: …`, `WARNING: Using incubator…`)
+JVM_OUTPUT = re.compile(r"^(WARNING: |\d\d/\d\d/\d\d \d\d:\d\d:\d\d [A-Z]+ |\S+ \S+ (WARN|ERROR) \w+: |Using Spark's|"
+                        r"Setting default log level|To adjust logging level)", re.M)
 
 
 def _running_in_group(pgid: int) -> list[int]:
@@ -38,6 +42,8 @@ def test_quick_demo_keeps_every_invariant(kafka_bootstrap: str, tmp_path: Path) 
                           env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     assert "== summary" in done.stdout
+    assert JVM_OUTPUT.findall(done.stdout + done.stderr) == [], "JVM and Spark logs stay in their log files"
+    assert list((home / "logs").glob("spark-tripscore-*.log")), "where they went"
     summary = json.loads((home / "summary.json").read_text())
     outputs = [done.stdout, done.stderr, (home / "summary.json").read_text(),
                *(log.read_text(errors="replace") for log in (home / "logs").glob("*.log"))]

@@ -25,6 +25,7 @@ from scorer_helpers import score_request
 from batch.eventlog import to_messages
 from batch.generate import generate_city
 from batch.replay import replay
+from clients import BlockingRiskScoreClient
 from featurestore import open_store
 from runtime import kafka_local, kafka_secure
 from runtime.config import Settings, load_settings
@@ -41,9 +42,8 @@ from runtime.processes import free_port, http_get, settings_env
 from runtime.spark import default_conf
 from runtime.topics import create_topics
 from schemas.features import BIN_NAMES
-from schemas.messages import encode
 from scorer.app import faust_app
-from scorer.harness import Responses, WorkerProcess
+from scorer.harness import WorkerProcess
 from streaming.metrics import StreamMetrics
 from tripscore import cli
 
@@ -208,26 +208,25 @@ def test_replay_stream_store_and_score_over_sasl_ssl(secure_kafka: Settings, tmp
                              "0", "--checkpoint", str(tmp_path / "checkpoint")],
                             env={**settings_env(env_settings), "SPARK_CONF_DIR": str(conf)},
                             capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    stream_output = stream.stdout + stream.stderr
+    stream_output = stream.stdout + stream.stderr + (tmp_path / "logs" / "spark-tripscore-stream.log").read_text()
     assert stream.returncode == 0, stream_output[-4000:]
     assert "sasl.jaas.config = [hidden]" in stream_output, "the Kafka clients' configuration was logged"
     drivers = sorted(set(events.column("driver_id").to_pylist()))
     assert all(row.found for row in open_store(settings).read(drivers, BIN_NAMES))
 
     worker = WorkerProcess(env_settings, tmp_path / "worker.log").start()
-    responses = Responses(settings, topics["risk_scores"])
+    client = BlockingRiskScoreClient(settings)
     producer = KafkaProducer(**producer_options(settings), linger_ms=0)
     try:
         worker.wait_ready()
         assert listening(worker.web_port) == {"127.0.0.1"}, "the worker's web server binds to loopback only"
         request = score_request(f"secure-{tag}", [(drivers[0], 3.0), (drivers[1], 5.0)])
-        producer.send(topics["score_requests"], key=request["request_id"].encode(), value=encode(request))
-        producer.send(topics["score_requests"], key=b"malformed", value=b"{not json")
+        producer.send(topics["score_requests"], key=b"malformed", value=b"{not json")  # no client of ours sends it
         producer.flush()
-        answer = responses.wait_for([request["request_id"]], timeout=60)[request["request_id"]][0]
+        answer = client.score(request, timeout=60)
     finally:
         producer.close()
-        responses.close()
+        client.close()
         worker.stop()
     assert answer["strategy"] == "distance_only" and answer["reason"] == "no_model"
     assert sorted(c["driver_id"] for c in answer["ranked"]) == drivers[:2]

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
-import threading
 import time
 import uuid
 import warnings
@@ -14,14 +14,16 @@ from hypothesis.errors import NonInteractiveExampleWarning
 from kafka import KafkaProducer
 from scorer_helpers import PRIOR, driver_record, expected_risk, make_model, save_model, score_request
 from strategies import raw_messages, score_request_values
+from topic_reader import read_topic
 
+from clients import BlockingRiskScoreClient
 from featurestore.base import FeatureRow
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings
 from runtime.kafka_clients import producer_options
 from runtime.topics import admin_client, count_topic, create_topics
 from schemas.messages import decode_score_request, encode
-from scorer.harness import Responses, WorkerProcess, free_port
+from scorer.harness import WorkerProcess, free_port
 from scorer.rank import Policy, rank_request
 from scorer.reader import READ_BINS
 
@@ -31,7 +33,7 @@ V1, V2, V3 = (f"trip_decline_risk_lr_v{n}" for n in (1, 2, 3))
 
 
 class Deployment:
-    """Unique topics and consumer group, a store file, a models folder, a worker and response listeners."""
+    """Unique topics and consumer group, a store file, a models folder, a worker and a risk-score client."""
 
     def __init__(self, kafka: Settings, root: Path, instance_id: str | None = None) -> None:
         tag = uuid.uuid4().hex[:8]
@@ -50,9 +52,11 @@ class Deployment:
             "scorer_instance_id": f"worker-{tag}" if instance_id is None else instance_id,
         }
         self.web_port = free_port()  # kept across restarts: static membership hands back the old member's metadata
-        self.producer = KafkaProducer(**producer_options(kafka), linger_ms=0)
-        self.responses = Responses(kafka, self.topics["risk-scores"])
-        self.dead_letters = Responses(kafka, self.topics["score-dlq"])
+        self.producer = KafkaProducer(**producer_options(kafka), linger_ms=0)  # for what no client of ours sends
+        self.duplicates: list[dict] = []
+        self.client = BlockingRiskScoreClient(kafka.with_overrides(topic_score_requests=self.topics["score-requests"],
+                                                                   topic_risk_scores=self.topics["risk-scores"]),
+                                              on_duplicate=self.duplicates.append)
         self.worker = self.start_worker()
 
     def start_worker(self) -> WorkerProcess:
@@ -60,16 +64,12 @@ class Deployment:
         worker.wait_ready()
         return worker
 
-    def send(self, request: dict | bytes, key: str | None) -> None:
-        value = request if isinstance(request, bytes) else encode(request)
-        self.producer.send(self.topics["score-requests"], key=key.encode() if key else None, value=value)
+    def send_raw(self, value: bytes, key: str) -> None:
+        """Send bytes as they are: what no client of ours would send."""
+        self.producer.send(self.topics["score-requests"], key=key.encode(), value=value)
 
     def ask(self, request: dict, timeout: float = 30.0) -> dict:
-        self.send(request, request["request_id"])
-        self.producer.flush()
-        answers = self.responses.wait_for([request["request_id"]], timeout)
-        assert request["request_id"] in answers, f"no response to {request['request_id']}"
-        return answers[request["request_id"]][0]
+        return self.client.score(request, timeout)
 
     def serve(self, version: str, **model_args) -> None:
         """Promote `version` (saved from `make_model`) and wait until responses carry it."""
@@ -82,8 +82,7 @@ class Deployment:
     def close(self) -> None:
         self.worker.stop()
         self.producer.close()
-        self.responses.close()
-        self.dead_letters.close()
+        self.client.close()
         with admin_client(self.kafka) as admin:
             admin.delete_topics(list(self.topics.values()), raise_errors=False)
 
@@ -104,31 +103,23 @@ def test_no_model_then_hot_reload_switches_model_version(deployment):
     deployment.serve(V1)
 
     sent_at: dict[str, float] = {}
+    pending: dict[str, concurrent.futures.Future] = {}
     promoted_at: list[float] = []
-
-    def stream() -> None:
-        for i in range(150):
-            request = score_request(f"reload-{i}", [("a", 2.0), ("b", 3.0)])
-            sent_at[request["request_id"]] = time.monotonic()
-            deployment.send(request, request["request_id"])
-            if i == 50:
-                deployment.producer.flush()
-                assert len(deployment.responses.wait_for(list(sent_at))) == 51
-                save_model(deployment.models, make_model(V2, decline_weight=1.0))
-                promoted_at.append(time.monotonic())
-            time.sleep(0.01)
-        deployment.producer.flush()
-
-    sender = threading.Thread(target=stream)
-    sender.start()
-    sender.join()
-    answers = deployment.responses.wait_for(sent_at)
-    assert len(answers) == len(sent_at)
-    versions = {rid: replies[0]["model_version"] for rid, replies in answers.items()}
+    for i in range(150):
+        request = score_request(f"reload-{i}", [("a", 2.0), ("b", 3.0)])
+        sent_at[request["request_id"]] = time.monotonic()
+        pending[request["request_id"]] = deployment.client.submit(request)
+        if i == 50:
+            assert all(future.result() for future in pending.values())
+            save_model(deployment.models, make_model(V2, decline_weight=1.0))
+            promoted_at.append(time.monotonic())
+        time.sleep(0.01)
+    answers = {rid: future.result() for rid, future in pending.items()}
+    versions = {rid: answer["model_version"] for rid, answer in answers.items()}
     assert set(versions.values()) == {V1, V2}
     assert all(versions[f"reload-{i}"] == V1 for i in range(51)), versions
     assert all(versions[rid] == V2 for rid, at in sent_at.items() if at > promoted_at[0] + 1.0)
-    v2 = answers["reload-149"][0]["ranked"]
+    v2 = answers["reload-149"]["ranked"]
     assert {c["driver_id"]: c["decline_risk"] for c in v2}["a"] == pytest.approx(expected_risk(0.9, 1.0))
 
     (deployment.models / V3).mkdir()
@@ -169,18 +160,20 @@ def test_malformed_requests_get_error_responses_and_dead_letters(deployment):
         "bad-fields": encode({"request_id": "bad-fields", "ts": "noon", "candidates": []}),
         "bad-dup": encode(score_request("bad-dup", [("a", 1.0), ("a", 2.0)])),
     }
+    expected = {key: deployment.client.expect(key) for key in bad}
     for key, value in bad.items():
-        deployment.send(value, key)
+        deployment.send_raw(value, key)
+    deployment.producer.flush()
     good = deployment.ask(score_request("after-bad", [("a", 1.0)]))
     assert good["strategy"] in ("model", "distance_only")
-    errors = deployment.responses.wait_for(bad)
-    assert {k: v[0]["strategy"] for k, v in errors.items()} == dict.fromkeys(bad, "error")
-    assert "not valid JSON" in errors["bad-json"][0]["reason"]
-    assert "ts:" in errors["bad-fields"][0]["reason"] and "candidates:" in errors["bad-fields"][0]["reason"]
-    assert "duplicate candidate" in errors["bad-dup"][0]["reason"]
-    letters = deployment.dead_letters.wait_for(bad)
-    assert set(letters) == set(bad)
-    for letter in (v[0] for v in letters.values()):
+    errors = {key: future.result() for key, future in expected.items()}
+    assert {k: v["strategy"] for k, v in errors.items()} == dict.fromkeys(bad, "error")
+    assert "not valid JSON" in errors["bad-json"]["reason"]
+    assert "ts:" in errors["bad-fields"]["reason"] and "candidates:" in errors["bad-fields"]["reason"]
+    assert "duplicate candidate" in errors["bad-dup"]["reason"]
+    letters = read_topic(deployment.kafka, deployment.topics["score-dlq"], len(bad))
+    assert {key.decode() for key, _ in letters} == set(bad)
+    for _, letter in letters:
         assert letter["stage"] == "score" and letter["topic"] == deployment.topics["score-requests"]
         assert isinstance(letter["offset"], int) and letter["error"]
 
@@ -204,21 +197,21 @@ def test_sigkill_under_load_loses_no_request(kafka_settings, tmp_path):
     deployment = Deployment(kafka_settings, tmp_path)
     try:
         deployment.serve(V1)
-        ids = [f"load-{i}" for i in range(600)]
-        for i, rid in enumerate(ids):
-            deployment.send(score_request(rid, [("a", 2.0), ("b", 3.0), ("c", 1.0), (f"u{i}", 2.5)]), rid)
+        pending = {}
+        for i in range(600):
+            request = score_request(f"load-{i}", [("a", 2.0), ("b", 3.0), ("c", 1.0), (f"u{i}", 2.5)])
+            pending[request["request_id"]] = deployment.client.submit(request, timeout=60)
             if i == 200:
-                deployment.producer.flush()
                 deployment.worker.kill()
             if i == 400:
                 deployment.worker = deployment.start_worker()
             time.sleep(0.005)
-        deployment.producer.flush()
-        answers = deployment.responses.wait_for(ids, timeout=60)
-        assert sorted(set(ids) - answers.keys()) == []
+        concurrent.futures.wait(pending.values())
+        assert sorted(rid for rid, future in pending.items() if future.exception()) == []
         # a redelivered request is ranked the same way again (a deadline fallback is a different store answer)
-        scored = [[r["ranked"] for r in replies if r["strategy"] == "model"] for replies in answers.values()]
-        assert all(ranked == group[0] for group in scored for ranked in group[1:])
+        scored = {rid: answer["ranked"] for rid, f in pending.items() if (answer := f.result())["strategy"] == "model"}
+        redelivered = [d for d in deployment.duplicates if d["strategy"] == "model" and d["request_id"] in scored]
+        assert all(duplicate["ranked"] == scored[duplicate["request_id"]] for duplicate in redelivered)
     finally:
         deployment.close()
 
@@ -240,7 +233,7 @@ def test_hostile_requests_are_each_answered_once_and_sigterm_still_stops_the_wor
         before = count_topic(kafka_settings, deployment.topics["risk-scores"])
         requests = _hostile_requests(150)
         for i, value in enumerate(requests):
-            deployment.send(value if value is not None else b"", f"hostile-{i}")
+            deployment.send_raw(value if value is not None else b"", f"hostile-{i}")
         deployment.producer.flush()
         deadline = time.monotonic() + 60
         while (answered := count_topic(kafka_settings, deployment.topics["risk-scores"]) - before) < len(requests):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
+import itertools
 import os
 import signal
 import sqlite3
@@ -17,14 +17,16 @@ from pathlib import Path
 
 import pytest
 from hypothesis.errors import NonInteractiveExampleWarning
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from strategies import raw_messages, trip_event_values
+from topic_reader import read_topic
 
 from batch.generate import generate_city
+from clients import TripEventProducer
 from features.fold import fold
 from featurestore import open_store
 from runtime.config import Settings, load_settings
-from runtime.kafka_clients import kafka_python_options, producer_options
+from runtime.kafka_clients import producer_options
 from runtime.processes import ServiceProcess
 from runtime.retry import GaveUp
 from schemas.features import BIN_NAMES
@@ -55,13 +57,18 @@ def settings(kafka_bootstrap: str, new_topic, tmp_path: Path) -> Settings:
 
 
 def produce(settings: Settings, messages: list[dict | tuple[bytes, bytes]]) -> None:
-    """Send dicts (keyed by driver) or raw (key, value) pairs, in order."""
-    producer = KafkaProducer(**producer_options(settings), linger_ms=5)
-    for message in messages:
-        key, value = message if isinstance(message, tuple) else (message["driver_id"].encode(), encode(message))
-        producer.send(settings.topic_trip_events, key=key, value=value)
-    producer.flush()
-    producer.close()
+    """Send valid TripEvents through the clients' producer and raw (key, value) pairs as they are, in order."""
+    with TripEventProducer(settings) as events:
+        raw = KafkaProducer(**producer_options(settings), linger_ms=5)  # what no client of ours would send
+        for is_raw, run in itertools.groupby(messages, key=lambda message: isinstance(message, tuple)):
+            if is_raw:
+                for key, value in run:
+                    raw.send(settings.topic_trip_events, key=key, value=value)
+                raw.flush()
+            else:
+                assert events.send_all(run) == []
+                events.flush()
+        raw.close()
 
 
 def stream(spark, settings: Settings, tmp_path: Path, max_offsets: int):
@@ -75,14 +82,8 @@ def records(settings: Settings, ids: list[str]) -> dict[str, dict | None]:
     return {row.entity_id: row.bins and {k: v for k, v in row.bins.items() if k != "_updated_ms"} for row in rows}
 
 
-def dead_letters(settings: Settings, expected: int, timeout_s: float = 30.0) -> list[tuple[bytes, dict]]:
-    consumer = KafkaConsumer(settings.topic_trip_events_dlq, **kafka_python_options(settings),
-                             auto_offset_reset="earliest", consumer_timeout_ms=2000)
-    letters, deadline = [], time.monotonic() + timeout_s
-    while len(letters) < expected and time.monotonic() < deadline:
-        letters += [(m.key, json.loads(m.value)) for m in consumer]
-    consumer.close()
-    return letters
+def dead_letters(settings: Settings, expected: int) -> list[tuple[bytes, dict]]:
+    return read_topic(settings, settings.topic_trip_events_dlq, expected)
 
 
 def test_scripted_sequence_yields_the_hand_computed_features(spark, settings, tmp_path):

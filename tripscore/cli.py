@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
+from runtime.config import load_settings
 from runtime.kafka_clients import KafkaAccessError
 from tripscore import __version__
 
@@ -16,6 +18,7 @@ COMMAND_MODULES = (
     "tripscore.kafka_cli",
     "scorer.cli",
     "tripscore.store_cli",
+    "tripscore.schemas_cli",
     "streaming.cli",
     "batch.cli",
     "modelregistry.cli",
@@ -33,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     the batch jobs only when a command runs, so `score` starts without them)."""
     parser = argparse.ArgumentParser(prog="tripscore", description=__doc__)
     parser.add_argument("--version", action="version", version=f"tripscore {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, and Spark's and the JVM's logs on the terminal (TRIPSCORE_VERBOSE=1)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -44,19 +48,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ["TRIPSCORE_VERBOSE"] = "1"  # read by the settings of this process and of its children
+    verbose = load_settings().verbose
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     for chatty in NOISY_LOGGERS:
-        logging.getLogger(chatty).setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+        logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
     for wire in WIRE_LOGGERS:
-        logging.getLogger(wire).setLevel(logging.INFO if args.verbose else logging.WARNING)
+        logging.getLogger(wire).setLevel(logging.INFO if verbose else logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except KafkaAccessError as exc:
         print(f"tripscore {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if "pyspark" not in sys.modules or verbose:  # only a command that started Spark can fail in Spark
+            raise
+        from runtime.spark import describe_spark_error
+
+        line = describe_spark_error(exc)
+        if line is None:
+            raise
+        print(f"tripscore {args.command}: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import json
 import shutil
 import signal
@@ -18,16 +19,17 @@ from typing import Any
 import numpy as np
 
 from batch.consistency import check_consistency, sample_driver_ids
+from clients import BlockingRiskScoreClient, collect
 from featurestore import close_stores, open_store
 from modelregistry.registry import active_version, load_export
 from runtime import kafka_local
 from runtime.config import Settings, load_settings
-from runtime.kafka_clients import check_access, producer_options
+from runtime.kafka_clients import check_access
 from runtime.processes import ServiceProcess, free_port, http_get, settings_env
 from runtime.topics import broker_ready, count_topic, create_topics, delete_topics
-from scorer.harness import Responses
 
 TOPIC_SETTINGS = ("topic_trip_events", "topic_trip_events_dlq", "topic_score_requests", "topic_risk_scores")
+ANSWER_TIMEOUT_S = 600.0  # per request: answers are collected after the features caught up
 
 
 def demo_topics(settings: Settings, run_id: str) -> dict[str, str]:
@@ -121,40 +123,36 @@ class Demo:
         settings = self.demo_settings
         live = read_events(self.home / "live")
         requests = [json.loads(line) for line in (self.home / "requests.jsonl").read_text().splitlines() if line]
-        responses = Responses(settings, settings.topic_risk_scores)
-        sent_at: dict[str, float] = {}
-        replay_started = time.time()
         print(f"\n== live: {live.num_rows:,} trip events at {self.plan.event_rate:,.0f}/s and {len(requests)} score "
               f"requests at {self.plan.request_rate:.0f}/s", flush=True)
-        sender = threading.Thread(target=self._send_requests, args=(requests, sent_at), daemon=True)
-        sender.start()
-        result = replay(to_messages(live), live.num_rows, settings, settings.topic_trip_events, self.plan.event_rate,
-                        bad=self.plan.bad_events)
-        print(result.line(settings.topic_trip_events), flush=True)
-        sender.join()
-        lags, caught_up_s = self._wait_for_features(live, replay_started)
-        answers = responses.wait_for(list(sent_at), timeout=60)
-        arrived = dict(responses.arrived)
-        responses.close()
+        with BlockingRiskScoreClient(settings) as client:
+            sent_at: dict[str, float] = {}
+            pending: dict[str, concurrent.futures.Future] = {}
+            replay_started = time.time()
+            sender = threading.Thread(target=self._send_requests, args=(client, requests, sent_at, pending),
+                                      daemon=True)
+            sender.start()
+            result = replay(to_messages(live), live.num_rows, settings, settings.topic_trip_events,
+                            self.plan.event_rate, bad=self.plan.bad_events)
+            print(result.line(settings.topic_trip_events), flush=True)
+            sender.join()
+            lags, caught_up_s = self._wait_for_features(live, replay_started)
+            answers = collect(pending, timeout=60)
+            arrived = {request_id: client.received_at(request_id) for request_id in answers}
+            duplicates = client.duplicates
         return {"replay": result, "requests": requests, "sent_at": sent_at, "answers": answers, "arrived": arrived,
-                "lags": lags, "caught_up_s": caught_up_s, "live_events": live.num_rows,
+                "duplicates": duplicates, "lags": lags, "caught_up_s": caught_up_s, "live_events": live.num_rows,
                 "scorer_metrics": http_get(f"http://127.0.0.1:{score_port}/metrics") or ""}
 
-    def _send_requests(self, requests: list[dict[str, Any]], sent_at: dict[str, float]) -> None:
-        from kafka import KafkaProducer
-
-        from schemas.messages import encode
-
-        producer = KafkaProducer(**producer_options(self.settings), linger_ms=0)
+    def _send_requests(self, client: BlockingRiskScoreClient, requests: list[dict[str, Any]],
+                       sent_at: dict[str, float], pending: dict[str, concurrent.futures.Future]) -> None:
+        """Send the requests at the plan's rate: the send time and the future of each."""
         started = time.perf_counter()
         for i, request in enumerate(requests):
             if (ahead := i / self.plan.request_rate - (time.perf_counter() - started)) > 0:
                 time.sleep(ahead)
             sent_at[request["request_id"]] = time.perf_counter()
-            producer.send(self.demo_settings.topic_score_requests, key=request["request_id"].encode(),
-                          value=encode(request))
-        producer.flush()
-        producer.close()
+            pending[request["request_id"]] = client.submit(request, timeout=ANSWER_TIMEOUT_S)
 
     def _wait_for_features(self, live: Any, replay_started: float, timeout: float = 300.0) -> tuple[list[float], float]:
         """Seconds from each driver's last live event being produced to its record showing it, once all show."""
@@ -183,7 +181,7 @@ class Demo:
         """The structured summary (also written as `summary.json`)."""
         answers, sent_at, arrived = live["answers"], live["sent_at"], live["arrived"]
         latencies = [1000 * (arrived[k] - sent_at[k]) for k in sent_at if k in arrived]
-        firsts = [messages[0] for messages in answers.values()]
+        firsts = list(answers.values())
         known = {r.entity_id for r in open_store(self.demo_settings).read(
             sorted({c["driver_id"] for q in live["requests"] for c in q["candidates"]}), ["_event_ms"]) if r.found}
         expected_model = {q["request_id"] for q in live["requests"] if any(c["driver_id"] in known
@@ -203,7 +201,7 @@ class Demo:
             "dead_letters": count_topic(self.settings, self.demo_settings.topic_trip_events_dlq),
             "requests_sent": len(sent_at),
             "requests_answered": len(answers),
-            "duplicate_answers": sum(len(m) - 1 for m in answers.values()),
+            "duplicate_answers": live["duplicates"],
             "latency_p50_ms": float(np.percentile(latencies, 50)) if latencies else None,
             "latency_p99_ms": float(np.percentile(latencies, 99)) if latencies else None,
             "strategies": dict(Counter(m["strategy"] for m in firsts)),
