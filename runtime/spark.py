@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from pathlib import Path
 
 from pyspark import SparkContext
 from pyspark.sql import SparkSession
@@ -46,10 +45,15 @@ def _local_launch_env(settings: Settings) -> None:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
-def _ensure_connector(session: SparkSession, jars: list[Path]) -> None:
+def _ensure_connector(session: SparkSession) -> None:
     """Under spark-submit without `--jars`, add the connector as spark-submit would: driver loader + executors."""
     jvm = session._jvm
     if jvm.org.apache.spark.util.Utils.classIsLoadable(KAFKA_PROVIDER):
+        return
+    try:
+        jars = jar_files("spark")
+    except FileNotFoundError as exc:
+        log.warning("Kafka connector not on the driver classpath (pass --jars): %s", exc)
         return
     loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
     if loader.getClass().getName() != "org.apache.spark.util.MutableURLClassLoader":
@@ -65,14 +69,13 @@ def spark_session(settings: Settings, app_name: str, **conf: str) -> SparkSessio
 
     Pass Spark keys with dots through a dict: `spark_session(s, "job", **{"spark.ui.enabled": "true"})`.
     """
-    jars = jar_files("spark")
     builder = SparkSession.builder.appName(app_name)
     if not _jvm_running():
         _local_launch_env(settings)
-        builder = builder.master(settings.spark_master).config("spark.jars", ",".join(map(str, jars)))
+        builder = builder.master(settings.spark_master).config("spark.jars", ",".join(map(str, jar_files("spark"))))
     for key, value in {**default_conf(settings), **conf}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
-    _ensure_connector(session, jars)
+    _ensure_connector(session)
     return session
