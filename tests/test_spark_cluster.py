@@ -11,7 +11,7 @@ import subprocess
 import sys
 import sysconfig
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -38,11 +38,11 @@ ENTRY_POINT = SOURCE_TREE / "deploy" / "spark_submit.py"
 DAY_MS = 86_400_000
 
 
-def _launch(command: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
+def _launch(command: list[str], log: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen:
     """A JVM in its own process group, output to `log`."""
     with log.open("ab") as out:
-        return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(command, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -98,6 +98,7 @@ def shipped_code(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The project as a `--py-files` zip (its wheel, renamed) and a Python that has the dependencies but not the
     project, so the driver and executors can only run code that spark-submit shipped."""
     folder = tmp_path_factory.mktemp("shipped")
+    shutil.rmtree(SOURCE_TREE / "build", ignore_errors=True)  # setuptools' staging folder: stale files would ship
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(folder), "."],
                    cwd=SOURCE_TREE, check=True, capture_output=True)
     wheel = next(folder.glob("tripscore-*.whl"))
@@ -113,8 +114,9 @@ def shipped_code(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return Path(archive), python
 
 
-def _submit(master: str, code: tuple[Path, Path], settings: Settings, cwd: Path, *command: str) -> str:
-    """`spark-submit` of one tripscore command as README "Going to production" gives it; returns its output."""
+def _submit(master: str, code: tuple[Path, Path], settings: Settings, cwd: Path, *command: str) -> Callable[[], None]:
+    """Start `spark-submit` of one tripscore command as README "Going to production" gives it; returns the wait
+    for its success (stopped after 10 min, log tail on failure)."""
     archive, python = code
     jars = ",".join(str(jar) for jar in jar_files("spark"))
     env = {**settings_env({"kafka_bootstrap": settings.kafka_bootstrap, "sqlite_path": settings.sqlite_file,
@@ -122,11 +124,19 @@ def _submit(master: str, code: tuple[Path, Path], settings: Settings, cwd: Path,
                            "topic_trip_events_dlq": settings.topic_trip_events_dlq, "home": cwd}),
            "PYSPARK_PYTHON": str(python), "SPARK_LOCAL_IP": "127.0.0.1"}
     env.pop("TRIPSCORE_JARS_DIR", None)
-    done = subprocess.run([str(SPARK_SUBMIT), "--master", master, "--executor-memory", "1g", "--jars", jars,
-                           "--py-files", str(archive), str(ENTRY_POINT), *command],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    return done.stdout
+    log = cwd / f"submit-{command[0]}.log"
+    job = _launch([str(SPARK_SUBMIT), "--master", master, "--jars", jars, "--py-files", str(archive),
+                   str(ENTRY_POINT), *command], log, env, cwd)
+
+    def finished() -> None:
+        try:
+            code = job.wait(600)
+        except subprocess.TimeoutExpired:
+            _stop(job)
+            code = None
+        assert code == 0, f"spark-submit {command[0]} exited with {code}:\n{log.read_text(errors='replace')[-6000:]}"
+
+    return finished
 
 
 def _records(settings: Settings, ids: list[str]) -> dict[str, dict | None]:
@@ -145,15 +155,16 @@ def test_backfill_and_stream_on_a_standalone_cluster_equal_local_mode(spark, spa
     local = load_settings(kafka_bootstrap=kafka_bootstrap, sqlite_path=tmp_path / "local.db", **topics)
     on_cluster = local.with_overrides(sqlite_path=tmp_path / "cluster.db")
 
-    backfill(spark, local, tmp_path / "events", progress=False)
-    run(spark, local, StreamOptions.from_settings(local, checkpoint=tmp_path / "local-checkpoint",
-                                                  available_now=True, metrics_port=0))
     master, web_port = spark_master
     started = time.monotonic()
-    _submit(master, shipped_code, on_cluster, tmp_path, "backfill", "--events", str(tmp_path / "events"))
+    backfilled = _submit(master, shipped_code, on_cluster, tmp_path, "backfill", "--events", str(tmp_path / "events"))
+    backfill(spark, local, tmp_path / "events", progress=False)  # the local-mode run, while the cluster works
+    run(spark, local, StreamOptions.from_settings(local, checkpoint=tmp_path / "local-checkpoint",
+                                                  available_now=True, metrics_port=0))
+    backfilled()  # the stream seeds new drivers' state from the store, so it starts after the backfill
     _submit(master, shipped_code, on_cluster, tmp_path, "stream", "--available-now",
-            "--checkpoint", str(tmp_path / "cluster-checkpoint"), "--metrics-port", "0")
-    print(f"backfill and stream submitted to {master}: {time.monotonic() - started:.0f} s")
+            "--checkpoint", str(tmp_path / "cluster-checkpoint"), "--metrics-port", "0")()
+    print(f"\nbackfill and stream on {master} and in local mode: {time.monotonic() - started:.0f} s")
 
     apps = {app["name"] for app in _master_state(web_port).get("completedapps", [])}
     assert {"tripscore-backfill", "tripscore-stream"} <= apps, "both jobs ran on the cluster"
