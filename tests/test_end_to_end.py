@@ -44,9 +44,10 @@ def store_settings(request: pytest.FixtureRequest) -> dict[str, str]:
 def test_quick_demo_keeps_every_invariant(kafka_bootstrap: str, store_settings: dict[str, str],
                                           tmp_path: Path) -> None:
     home = tmp_path / "demo"
-    # A generous feature deadline: this test checks delivery invariants, not latency, and a busy CI machine can
-    # stall a 20 ms read; the deadline fallback itself is covered by the scorer tests.
-    env = settings_env({"kafka_bootstrap": kafka_bootstrap, "store_deadline_ms": 2000, **store_settings})
+    # A generous feature deadline (and Aerospike client timeout): this test checks delivery invariants, not latency,
+    # and a busy CI machine can stall a 20 ms read; the deadline fallback itself is covered by the scorer tests.
+    env = settings_env({"kafka_bootstrap": kafka_bootstrap, "store_deadline_ms": 2000, "aerospike_timeout_ms": 2000,
+                        **store_settings})
     done = subprocess.run([sys.executable, "-m", "tripscore.cli", "demo", "--quick", "--home", str(home)],
                           env=env, capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]

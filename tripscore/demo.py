@@ -28,6 +28,7 @@ from runtime.topics import broker_ready, count_topic, create_topics, delete_topi
 from scorer.harness import Responses
 
 TOPIC_SETTINGS = ("topic_trip_events", "topic_trip_events_dlq", "topic_score_requests", "topic_risk_scores")
+PATIENT_TIMEOUT_MS = 2_000
 DEMO_SET_PREFIX = "demo-"  # Aerospike sets of the demo: `<TRIPSCORE_AEROSPIKE_SET_PREFIX>demo-driver-features`, …
 
 
@@ -72,7 +73,10 @@ class Demo:
             **self.topics,
             "topic_score_dlq": self.topics["topic_trip_events_dlq"],
         }
-        self.demo_settings = settings.with_overrides(**self.overrides)
+        # The demo's own reads (waiting for features, the summary) are not on the request path: they get a
+        # patient Aerospike timeout, so a busy machine slows the summary instead of failing it.
+        self.demo_settings = settings.with_overrides(**self.overrides, aerospike_timeout_ms=max(
+            settings.aerospike_timeout_ms, PATIENT_TIMEOUT_MS))
 
     def step(self, title: str, *command: str) -> None:
         """Run one tripscore command to completion with the demo's settings; its output shows as it goes."""
