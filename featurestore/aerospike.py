@@ -324,6 +324,14 @@ class AerospikeStore(OnlineStore):
         self._scan(self.metadata_sets[set_name], (DOC_BIN,), lambda record: docs.append(json.loads(record[2][DOC_BIN])))
         return docs
 
+    def truncate(self) -> None:
+        """Delete every record of this store's sets (driver records and metadata), e.g. before a fresh demo run."""
+        for set_name in (self.record_set, *self.metadata_sets.values()):
+            try:
+                self.client().truncate(self.namespace, set_name, 0)
+            except aerr.AerospikeError as exc:
+                raise _mapped(exc, f"truncate of {set_name}") from exc
+
     def close(self) -> None:
         with self._lock:
             self._closed = True

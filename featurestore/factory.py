@@ -15,11 +15,11 @@ _stores: dict[tuple[int, str, str], OnlineStore] = {}
 
 
 def store_location(settings: Settings) -> str:
-    """Where the configured store lives: the SQLite file, or Aerospike hosts and namespace."""
+    """Where the configured store lives: the SQLite file, or Aerospike hosts, namespace and set prefix."""
     if settings.store == "sqlite":
         return str(settings.sqlite_file.resolve())
     if settings.store == "aerospike":
-        return f"{settings.aerospike_hosts}/{settings.aerospike_namespace}"
+        return f"{settings.aerospike_hosts}/{settings.aerospike_namespace}/{settings.aerospike_set_prefix}"
     raise ValueError(f"unknown store backend {settings.store!r} (TRIPSCORE_STORE): expected one of {BACKENDS}")
 
 
@@ -30,7 +30,7 @@ def _create(settings: Settings) -> OnlineStore:
         return SQLiteStore(settings.sqlite_file, ttl_s=settings.store_ttl_s)
     from featurestore.aerospike import AerospikeStore
 
-    return AerospikeStore(settings)
+    return AerospikeStore(settings, set_prefix=settings.aerospike_set_prefix)
 
 
 def open_store(settings: Settings | None = None) -> OnlineStore:

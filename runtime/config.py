@@ -41,6 +41,7 @@ class Settings:
     store_ttl_s: int = field(default_factory=lambda: int(_env("store_ttl_s", "0")))
     aerospike_hosts: str = field(default_factory=lambda: _env("aerospike_hosts", "127.0.0.1:3000"))
     aerospike_namespace: str = field(default_factory=lambda: _env("aerospike_namespace", "features"))
+    aerospike_set_prefix: str = field(default_factory=lambda: _env("aerospike_set_prefix", ""))
     aerospike_user: str = field(default_factory=lambda: _env("aerospike_user", ""))
     aerospike_password: str = field(default_factory=lambda: _env("aerospike_password", ""))
     aerospike_tls_name: str = field(default_factory=lambda: _env("aerospike_tls_name", ""))

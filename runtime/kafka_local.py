@@ -1,4 +1,4 @@
-"""A local single-node KRaft Kafka broker (broker + controller) run from the Maven jars in `jars/kafka/`."""
+"""A local KRaft Kafka broker (broker + controller) run from the Maven jars in `jars/kafka/`, or a cluster of them."""
 
 from __future__ import annotations
 
@@ -14,10 +14,12 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from kafka.errors import KafkaError
+
 from runtime import kafka_secure
 from runtime.config import Settings
 from runtime.jars import jar_files
-from runtime.topics import broker_ready
+from runtime.topics import admin_client, broker_ready, min_insync_replicas
 
 log = logging.getLogger(__name__)
 
@@ -145,12 +147,13 @@ def _write_config(settings: Settings, paths: BrokerPaths, controller_port: int, 
     paths.log4j.write_text(LOG4J.format(log_file=paths.server_log))
 
 
-def _format_storage(paths: BrokerPaths, extra_args: list[str]) -> None:
-    """Format the KRaft log dir on first start (a no-op when `meta.properties` exists)."""
+def _format_storage(paths: BrokerPaths, extra_args: list[str], cluster_id: str | None = None) -> None:
+    """Format the KRaft log dir on first start (a no-op when `meta.properties` exists); nodes of one cluster share
+    `cluster_id`."""
     if (paths.data / "meta.properties").exists():
         return
-    cmd = _java(STORAGE_TOOL, "format", "-t", _cluster_id(), "-c", str(paths.config), "--ignore-formatted",
-                *extra_args, paths=paths)
+    cmd = _java(STORAGE_TOOL, "format", "-t", cluster_id or _cluster_id(), "-c", str(paths.config),
+                "--ignore-formatted", *extra_args, paths=paths)
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode:
         output = "\n".join((done.stdout + done.stderr).strip().splitlines()[-20:])
@@ -188,7 +191,10 @@ def _is_our_broker(pid: int, paths: BrokerPaths) -> bool:
 
 def running_pid(settings: Settings) -> int | None:
     """Pid of the local broker of these settings, from the pidfile or else `/proc`; None when not running."""
-    paths = BrokerPaths.of(settings)
+    return _running_pid_at(BrokerPaths.of(settings))
+
+
+def _running_pid_at(paths: BrokerPaths) -> int | None:
     with contextlib.suppress(OSError, ValueError):
         pid = int(paths.pidfile.read_text().strip())
         if _alive(pid) and _is_our_broker(pid, paths):
@@ -234,10 +240,7 @@ def up(settings: Settings, controller_port: int | None = None, timeout: float = 
     _write_config(settings, paths, controller_port, secure)
     _format_storage(paths, kafka_secure.format_arguments(settings) if secure else [])
     client = settings.with_overrides(kafka_ssl_cafile=str(kafka_secure.ca_file(paths.root))) if secure else settings
-    with paths.console.open("ab") as console:
-        proc = subprocess.Popen(_java(KAFKA_MAIN, str(paths.config), paths=paths), stdin=subprocess.DEVNULL,
-                                stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
-    paths.pidfile.write_text(f"{proc.pid}\n")
+    proc = _launch(paths)
     deadline = time.monotonic() + timeout
     while not broker_ready(client):
         exited = proc.poll() is not None
@@ -250,20 +253,156 @@ def up(settings: Settings, controller_port: int | None = None, timeout: float = 
     return proc.pid
 
 
+def _launch(paths: BrokerPaths) -> subprocess.Popen:
+    """Start the broker JVM of `paths` in its own session, output to its console log, pid in its pidfile."""
+    with paths.console.open("ab") as console:
+        proc = subprocess.Popen(_java(KAFKA_MAIN, str(paths.config), paths=paths), stdin=subprocess.DEVNULL,
+                                stdout=console, stderr=subprocess.STDOUT, start_new_session=True)
+    paths.pidfile.write_text(f"{proc.pid}\n")
+    return proc
+
+
 def stop(settings: Settings, timeout: float = 30.0) -> bool:
     """Stop the broker (SIGTERM, then SIGKILL after `timeout` s); False when none was running."""
     paths = BrokerPaths.of(settings)
     pid = running_pid(settings)
     if pid is not None:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        if _alive(pid):
-            log.warning("Kafka broker (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout)
-            os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 10
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.1)
+        _terminate([pid], timeout)
     paths.pidfile.unlink(missing_ok=True)
     return pid is not None
+
+
+def _terminate(pids: list[int], timeout: float) -> None:
+    """SIGTERM every broker at once (a cluster keeps its quorum while they shut down), SIGKILL the stragglers."""
+    for pid in pids:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in filter(_alive, pids):
+        log.warning("Kafka broker (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout)
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+# A local cluster: node i (1-based) of `kafka up --brokers N` listens on bootstrap port + 2(i-1), its controller on
+# the port after that; every node is a combined broker+controller and data lives in `<home>/kafka/node-<i>/`.
+
+
+def cluster_node_paths(settings: Settings, node: int) -> BrokerPaths:
+    """Files of cluster node `node` (1-based)."""
+    return BrokerPaths(BrokerPaths.of(settings).root / f"node-{node}")
+
+
+def cluster_ports(settings: Settings, brokers: int) -> list[tuple[int, int]]:
+    """(broker port, controller port) of each node, from the first bootstrap entry's port upwards."""
+    _, port = listen_address(settings)
+    return [(port + 2 * i, port + 2 * i + 1) for i in range(brokers)]
+
+
+def cluster_bootstrap(settings: Settings, brokers: int) -> str:
+    """The bootstrap list naming every node of the local cluster."""
+    host, _ = listen_address(settings)
+    return ",".join(f"{host}:{broker_port}" for broker_port, _ in cluster_ports(settings, brokers))
+
+
+def cluster_nodes(settings: Settings) -> dict[int, int | None]:
+    """Every node of the local cluster found on disk, with its pid (None when it is not running)."""
+    root = BrokerPaths.of(settings).root
+    nodes = sorted(int(p.name.removeprefix("node-")) for p in root.glob("node-[0-9]*") if p.is_dir())
+    return {node: _running_pid_at(cluster_node_paths(settings, node)) for node in nodes}
+
+
+def _node_properties(settings: Settings, node: int, brokers: int) -> dict[str, str]:
+    """What a cluster node changes in the single-broker config: its id, the quorum, replicated topics."""
+    host, _ = listen_address(settings)
+    ports = cluster_ports(settings, brokers)
+    voters = ",".join(f"{i}@{host}:{controller}" for i, (_, controller) in enumerate(ports, 1))
+    isr = str(min_insync_replicas(brokers))
+    return {
+        "node.id": str(node),
+        "controller.quorum.voters": voters,
+        "default.replication.factor": str(brokers),
+        "min.insync.replicas": isr,
+        "offsets.topic.replication.factor": str(brokers),
+        "transaction.state.log.replication.factor": str(brokers),
+        "transaction.state.log.min.isr": isr,
+    }
+
+
+def _write_node_config(settings: Settings, node: int, brokers: int) -> BrokerPaths:
+    """The node's server.properties: the single-broker config on the node's ports, with the cluster's changes."""
+    host, _ = listen_address(settings)
+    broker_port, controller_port = cluster_ports(settings, brokers)[node - 1]
+    paths = cluster_node_paths(settings, node)
+    _write_config(settings.with_overrides(kafka_bootstrap=f"{host}:{broker_port}"), paths, controller_port, False)
+    props = dict(line.split("=", 1) for line in paths.config.read_text().splitlines() if "=" in line)
+    props.update(_node_properties(settings, node, brokers))
+    paths.config.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    return paths
+
+
+def _existing_cluster_id(settings: Settings) -> str | None:
+    """The cluster id a formatted node already carries, so restarted and new nodes join the same cluster."""
+    for meta in sorted(BrokerPaths.of(settings).root.glob("node-*/data/meta.properties")):
+        for line in meta.read_text().splitlines():
+            if line.startswith("cluster.id="):
+                return line.partition("=")[2].strip()
+    return None
+
+
+def _registered_brokers(settings: Settings, bootstrap: str) -> int:
+    """How many brokers the cluster lists, once every node of `bootstrap` accepts connections; 0 before."""
+    servers = [server.rpartition(":") for server in bootstrap.split(",")]
+    if not all(_port_in_use(host, int(port)) for host, _, port in servers):
+        return 0
+    try:
+        with admin_client(settings.with_overrides(kafka_bootstrap=bootstrap), timeout_s=2.0) as admin:
+            return len(admin.describe_cluster()["brokers"])
+    except (KafkaError, OSError):
+        return 0
+
+
+def cluster_up(settings: Settings, brokers: int, timeout: float = 120.0) -> list[int]:
+    """Start the nodes of a local `brokers`-node cluster that do not run; returns their pids once every broker
+    is registered, or raises `RuntimeError` (the nodes started here are stopped again)."""
+    if brokers < 2:
+        raise ValueError("a cluster needs at least 2 brokers; `kafka up` without --brokers starts a single one")
+    host, _ = listen_address(settings)
+    running = cluster_nodes(settings)
+    cluster_id = _existing_cluster_id(settings) or _cluster_id()
+    started: dict[int, subprocess.Popen] = {}
+    for node, (broker_port, controller_port) in enumerate(cluster_ports(settings, brokers), 1):
+        if running.get(node) is not None:
+            continue
+        for port in (broker_port, controller_port):
+            if _port_in_use(host, port):
+                _terminate([proc.pid for proc in started.values()], 30)
+                raise RuntimeError(f"{host}:{port} (node {node}) is already taken by another process")
+        paths = _write_node_config(settings, node, brokers)
+        _format_storage(paths, [], cluster_id)
+        started[node] = _launch(paths)
+    bootstrap = cluster_bootstrap(settings, brokers)
+    deadline = time.monotonic() + timeout
+    while _registered_brokers(settings, bootstrap) < brokers:
+        exited = [node for node, proc in started.items() if proc.poll() is not None]
+        if exited or time.monotonic() >= deadline:
+            reason = f"node {exited[0]} exited" if exited else f"not all {brokers} brokers up in {timeout:.0f} s"
+            tails = "\n".join(_log_tail(cluster_node_paths(settings, node), 15) for node in started)
+            _terminate([proc.pid for proc in started.values() if proc.poll() is None], 30)
+            raise RuntimeError(f"Kafka cluster: {reason}\n{tails}")
+        time.sleep(0.5)
+    log.info("Kafka cluster of %d brokers up at %s", brokers, bootstrap)
+    return [pid for pid in cluster_nodes(settings).values() if pid is not None]
+
+
+def cluster_stop(settings: Settings, timeout: float = 30.0) -> int:
+    """Stop every running node of the local cluster at once; returns how many ran."""
+    nodes = {node: pid for node, pid in cluster_nodes(settings).items() if pid is not None}
+    if nodes:
+        _terminate(list(nodes.values()), timeout)
+    for node in cluster_nodes(settings):
+        cluster_node_paths(settings, node).pidfile.unlink(missing_ok=True)
+    return len(nodes)

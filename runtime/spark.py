@@ -68,10 +68,15 @@ def _local_launch_env(settings: Settings) -> None:
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
 
-def _ensure_connector(session: SparkSession, jars: list[Path]) -> None:
+def _ensure_connector(session: SparkSession) -> None:
     """Under spark-submit without `--jars`, add the connector as spark-submit would: driver loader + executors."""
     jvm = session._jvm
     if jvm.org.apache.spark.util.Utils.classIsLoadable(KAFKA_PROVIDER):
+        return
+    try:
+        jars = jar_files("spark")
+    except FileNotFoundError as exc:
+        log.warning("Kafka connector not on the driver classpath (pass --jars): %s", exc)
         return
     loader = jvm.java.lang.Thread.currentThread().getContextClassLoader()
     if loader.getClass().getName() != "org.apache.spark.util.MutableURLClassLoader":
@@ -127,15 +132,14 @@ def spark_session(settings: Settings, app_name: str, **conf: str) -> SparkSessio
 
     Pass Spark keys with dots through a dict: `spark_session(s, "job", **{"spark.ui.enabled": "true"})`.
     """
-    jars = jar_files("spark")
     spark_conf = SparkConf().setAppName(app_name).setAll(list({**default_conf(settings), **conf}.items()))
     if not _jvm_running():
         _local_launch_env(settings)
-        spark_conf.setMaster(settings.spark_master).set("spark.jars", ",".join(map(str, jars)))
+        spark_conf.setMaster(settings.spark_master).set("spark.jars", ",".join(map(str, jar_files("spark"))))
         _launch_jvm(settings, spark_conf, app_name)
     session = SparkSession.builder.config(conf=spark_conf).getOrCreate()
     session.sparkContext.setLogLevel("INFO" if settings.verbose else "WARN")
-    _ensure_connector(session, jars)
+    _ensure_connector(session)
     return session
 
 

@@ -70,6 +70,11 @@ def wait_for_broker(settings: Settings, timeout: float = 60.0) -> None:
         time.sleep(0.5)
 
 
+def min_insync_replicas(replication_factor: int) -> int:
+    """Replicas a write with acks=all needs: all but one, so one broker can be lost without stopping producers."""
+    return max(1, replication_factor - 1)
+
+
 def topic_partitions(settings: Settings) -> dict[str, int]:
     """Partition count of every non-internal topic, by name."""
     with admin_client(settings) as admin:
@@ -77,8 +82,10 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
     return {t["name"]: len(t["partitions"]) for t in topics if not t.get("is_internal")}
 
 
-def create_topics(settings: Settings, names: Iterable[str], partitions: int) -> list[str]:
-    """Create the topics that do not exist yet (broker-default replication); returns those created."""
+def create_topics(settings: Settings, names: Iterable[str], partitions: int,
+                  replication_factor: int | None = None) -> list[str]:
+    """Create the topics that do not exist yet (broker-default replication unless given, then with
+    `min_insync_replicas` of it); returns those created."""
     names = list(names)
     with admin_client(settings) as admin:
         existing = {t["name"]: len(t["partitions"]) for t in admin.describe_topics()}
@@ -89,9 +96,11 @@ def create_topics(settings: Settings, names: Iterable[str], partitions: int) -> 
         missing = [n for n in names if n not in existing]
         if not missing:
             return []
-        response = admin.create_topics(
-            {n: {"num_partitions": partitions} for n in missing}, raise_errors=False
-        )
+        spec: dict[str, object] = {"num_partitions": partitions}
+        if replication_factor:
+            spec |= {"replication_factor": replication_factor,
+                     "configs": {"min.insync.replicas": str(min_insync_replicas(replication_factor))}}
+        response = admin.create_topics({n: spec for n in missing}, raise_errors=False)
         created = []
         for topic in response["topics"]:
             code = topic["error_code"]
@@ -104,12 +113,13 @@ def create_topics(settings: Settings, names: Iterable[str], partitions: int) -> 
     return created
 
 
-def ensure_topics(settings: Settings, partitions: int | None = None) -> list[str]:
+def ensure_topics(settings: Settings, partitions: int | None = None,
+                  replication_factor: int | None = None) -> list[str]:
     """Create the SPEC topics missing at `settings.kafka_bootstrap`; returns the names created."""
     count = partitions or settings.kafka_partitions
-    created = create_topics(settings, spec_topics(settings), count)
+    created = create_topics(settings, spec_topics(settings), count, replication_factor)
     for name in created:
-        log.info("created topic %s (%d partitions)", name, count)
+        log.info("created topic %s (%d partitions, replication %s)", name, count, replication_factor or "default")
     return created
 
 

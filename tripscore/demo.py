@@ -1,4 +1,4 @@
-"""`tripscore demo`: the whole pipeline on the embedded defaults, a summary, and every started process stopped."""
+"""`tripscore demo`: the whole pipeline on SQLite or Aerospike, a summary, and every started process stopped."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import numpy as np
 from batch.consistency import check_consistency, sample_driver_ids
 from clients import BlockingRiskScoreClient, collect
 from featurestore import close_stores, open_store
+from featurestore.factory import BACKENDS
 from modelregistry.registry import active_version, load_export
 from runtime import kafka_local
 from runtime.config import Settings, load_settings
@@ -30,6 +31,8 @@ from runtime.topics import broker_ready, count_topic, create_topics, delete_topi
 
 TOPIC_SETTINGS = ("topic_trip_events", "topic_trip_events_dlq", "topic_score_requests", "topic_risk_scores")
 ANSWER_TIMEOUT_S = 600.0  # per request: answers are collected after the features caught up
+PATIENT_TIMEOUT_MS = 2_000
+DEMO_SET_PREFIX = "demo-"  # Aerospike sets of the demo: `<TRIPSCORE_AEROSPIKE_SET_PREFIX>demo-driver-features`, …
 
 
 def demo_topics(settings: Settings, run_id: str) -> dict[str, str]:
@@ -56,7 +59,7 @@ QUICK = DemoPlan(drivers=150, days=4, event_rate=2000, requests=150, request_rat
 class Demo:
     """Runs the demo steps in order; `close()` stops whatever it started, also after Ctrl-C."""
 
-    def __init__(self, plan: DemoPlan, home: Path, settings: Settings) -> None:
+    def __init__(self, plan: DemoPlan, home: Path, settings: Settings, store: str) -> None:
         self.plan = plan
         self.home = home
         self.settings = settings
@@ -67,12 +70,16 @@ class Demo:
             "home": home,
             "models_dir": home / "models",
             "datasets_dir": home / "datasets",
-            "store": "sqlite",
+            "store": store,
             "sqlite_path": home / "features.db",
+            "aerospike_set_prefix": settings.aerospike_set_prefix + DEMO_SET_PREFIX,
             **self.topics,
             "topic_score_dlq": self.topics["topic_trip_events_dlq"],
         }
-        self.demo_settings = settings.with_overrides(**self.overrides)
+        # The demo's own reads (waiting for features, the summary) are not on the request path: they get a
+        # patient Aerospike timeout, so a busy machine slows the summary instead of failing it.
+        self.demo_settings = settings.with_overrides(**self.overrides, aerospike_timeout_ms=max(
+            settings.aerospike_timeout_ms, PATIENT_TIMEOUT_MS))
 
     def step(self, title: str, *command: str) -> None:
         """Run one tripscore command to completion with the demo's settings; its output shows as it goes."""
@@ -83,9 +90,13 @@ class Demo:
             raise RuntimeError(f"tripscore {' '.join(command)} failed with exit code {done.returncode}")
 
     def prepare(self) -> None:
-        """A clean demo folder, the broker up and fresh demo topics."""
+        """A clean demo folder and store, the broker up and fresh demo topics."""
         shutil.rmtree(self.home, ignore_errors=True)
         self.home.mkdir(parents=True)
+        if self.demo_settings.store == "aerospike":
+            store = open_store(self.demo_settings)
+            print(f"== emptying the demo's Aerospike sets at {store.location}", flush=True)
+            store.truncate()
         check_access(self.settings)
         if not broker_ready(self.settings):
             print(f"== starting the local Kafka broker on {self.settings.kafka_bootstrap}", flush=True)
@@ -190,7 +201,10 @@ class Demo:
         consistency = check_consistency(open_store(self.demo_settings), [self.home / "events", self.home / "live"],
                                         sample_driver_ids([self.home / "live"], 300, seed=1))
         lags = live["lags"]
+        store = open_store(self.demo_settings).info()
         return {
+            "store": f"{store.backend} {store.location}",
+            "store_records": store.records,
             "live_events": live["live_events"],
             "planted_bad_events": live["replay"].bad,
             "events_per_s": live["live_events"] / live["caught_up_s"] if live["caught_up_s"] else None,
@@ -229,9 +243,10 @@ class Demo:
 
 
 
-def run_demo(plan: DemoPlan, home: Path, settings: Settings) -> dict[str, Any]:
-    """Every demo step; whatever happens (Ctrl-C and SIGTERM included), every process it started is stopped."""
-    demo = Demo(plan, home, settings)
+def run_demo(plan: DemoPlan, home: Path, settings: Settings, store: str) -> dict[str, Any]:
+    """Every demo step on `store`; whatever happens (Ctrl-C and SIGTERM included), every process it started is
+    stopped."""
+    demo = Demo(plan, home, settings, store)
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         demo.prepare()
@@ -254,6 +269,7 @@ def summary_table(summary: dict[str, Any]) -> str:
         return "n/a" if value is None else f"{value:.2f} s"
 
     rows = {
+        "online store": f"{summary['store']} ({summary['store_records']:,} driver records)",
         "live trip events": f"{summary['live_events']:,} (+{summary['planted_bad_events']} planted invalid)",
         "streaming throughput": f"{summary['events_per_s'] or 0:,.0f} events/s end to end "
                                 f"(replayed at {summary['replay_rate']:,.0f}/s)",
@@ -279,7 +295,8 @@ def summary_table(summary: dict[str, Any]) -> str:
 def run(args: argparse.Namespace) -> int:
     """`tripscore demo`: run, print the summary table, write `summary.json`."""
     home = Path(args.home)
-    summary = run_demo(QUICK if args.quick else FULL, home, load_settings())
+    settings = load_settings()
+    summary = run_demo(QUICK if args.quick else FULL, home, settings, args.store or settings.store)
     print("\n== summary\n" + summary_table(summary))
     (home / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"\nsummary: {home / 'summary.json'}; logs: {home / 'logs'}")
@@ -288,8 +305,11 @@ def run(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `tripscore demo`."""
-    parser = sub.add_parser("demo", help="run the whole pipeline end to end on the embedded defaults")
+    parser = sub.add_parser("demo", help="run the whole pipeline end to end")
     parser.add_argument("--quick", action="store_true", help="a small city, about a minute (for tests)")
+    parser.add_argument("--store", choices=BACKENDS,
+                        help="online store (default TRIPSCORE_STORE, else sqlite); Aerospike data goes to the "
+                             f"sets prefixed TRIPSCORE_AEROSPIKE_SET_PREFIX + {DEMO_SET_PREFIX!r}, emptied first")
     parser.add_argument("--home", default=".local/demo", help="working folder, wiped first (default .local/demo)")
     parser.set_defaults(func=run)
 
