@@ -20,7 +20,7 @@ import gc
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +30,29 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from featurestore import close_stores, open_store
 from runtime.config import Settings, load_settings
+from runtime.kafka_clients import faust_options
 from scorer import metrics
 from scorer.membership import claim_instance_id
 from scorer.reader import resolve_mode
-from scorer.service import Origin, Outgoing, Scorer
+from scorer.service import Incoming, Origin, Outgoing, Scorer
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.0005
 
 
-Handler = Callable[[bytes | None, bytes | None, Origin], Awaitable[list[Outgoing]]]
-"""One request's raw value, key and origin to the messages that answer it."""
+BatchHandler = Callable[[Sequence[Incoming]], Awaitable[list[list[Outgoing]]]]
+"""Consumed requests to the messages that answer each of them, in order."""
 
 
-def faust_app(settings: Settings, handle: Handler) -> faust.App:
+def faust_app(settings: Settings, handle: BatchHandler) -> faust.App:
     """The Faust app with the worker's broker, group and producer settings, and its agent on
-    `settings.topic_score_requests`: `handle` answers each request, acked once the broker has every answer."""
+    `settings.topic_score_requests`: `handle` answers the requests waiting together (at most `scorer_batch_max`,
+    waiting at most `scorer_batch_wait_ms` for more), each acked once the broker has its answers."""
     datadir = settings.home / "faust" / settings.scorer_app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.scorer_app_id,
-        broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        **faust_options(settings),
         store="memory://",
         datadir=str(datadir),
         web_port=settings.scorer_web_port,
@@ -61,25 +63,25 @@ def faust_app(settings: Settings, handle: Handler) -> faust.App:
         topic_replication_factor=1,
     )
     requests = app.topic(settings.topic_score_requests, key_serializer="raw", value_serializer="raw")
+    limit, wait_s = max(1, settings.scorer_batch_max), settings.scorer_batch_wait_ms / 1000.0
 
     @app.agent(requests, concurrency=settings.scorer_concurrency)
     async def score(stream: faust.StreamT) -> None:
         manual = stream.noack()
+        waiting = manual.channel.queue  # requests fetched and not yet taken by an actor
+        loop = asyncio.get_running_loop()
+        batch: list[tuple[faust.EventT, float]] = []
         async for event in manual.events():
-            received = time.perf_counter()
-            message = event.message
-            try:
-                outgoing = await handle(event.value, event.key,
-                                        Origin(message.topic, message.partition, message.offset))
-                # the producer itself, not Topic.send: the bytes are final, and Faust's per-message wrapping is skipped
-                pending = [await app.producer.send(out.topic, out.key, out.value, None, None, None)
-                           for out in outgoing]
-            except Exception:  # the agent outlives any one request; this one stays unacked (redelivered on restart)
-                log.exception("request at %s offset %s not answered", message.tp, message.offset)
-                continue
-            # ack once the broker has every message of this request; the actor moves on meanwhile
-            delivered = asyncio.gather(*pending)
-            delivered.add_done_callback(functools.partial(_acknowledge, manual, event, received))
+            if not batch:
+                deadline = loop.time() + wait_s
+            batch.append((event, time.perf_counter()))
+            if len(batch) < limit:
+                if waiting.empty() and (pause := deadline - loop.time()) > 0:
+                    await asyncio.sleep(pause)
+                if not waiting.empty():
+                    continue
+            taken, batch = batch, []
+            await _answer(app, manual, handle, taken)
 
     @app.task
     async def shorten_switch_interval() -> None:
@@ -90,6 +92,36 @@ def faust_app(settings: Settings, handle: Handler) -> faust.App:
     return app
 
 
+async def _answer(app: faust.App, stream: faust.StreamT, handle: BatchHandler,
+                  batch: list[tuple[faust.EventT, float]]) -> None:
+    """Produce the answers of a batch; each request is acked when the broker has all of its answers."""
+    answers = await _handle_guarded(handle, [Incoming(event.value, event.key, Origin(
+        event.message.topic, event.message.partition, event.message.offset)) for event, _ in batch])
+    for (event, received), outgoing in zip(batch, answers, strict=True):
+        if outgoing is None:
+            continue
+        try:
+            # the producer itself, not Topic.send: the bytes are final, and Faust's per-message wrapping is skipped
+            pending = [await app.producer.send(out.topic, out.key, out.value, None, None, None) for out in outgoing]
+        except Exception:  # the agent outlives any one request; this one stays unacked (redelivered on restart)
+            log.exception("request at %s offset %s not answered", event.message.tp, event.message.offset)
+            continue
+        delivered = asyncio.gather(*pending)
+        delivered.add_done_callback(functools.partial(_acknowledge, stream, event, received))
+
+
+async def _handle_guarded(handle: BatchHandler, inputs: list[Incoming]) -> list[list[Outgoing] | None]:
+    """`handle(inputs)`; should it raise, each input alone: a failing one gets None (stays unacked), not its batch."""
+    try:
+        return await handle(inputs)
+    except Exception:  # the agent outlives any one request
+        if len(inputs) > 1:
+            return [(await _handle_guarded(handle, [incoming]))[0] for incoming in inputs]
+        origin = inputs[0].origin
+        log.exception("request at %s[%s] offset %s not answered", origin.topic, origin.partition, origin.offset)
+        return [None]
+
+
 def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
     """A Faust app scoring `settings.topic_score_requests` with `settings.scorer_concurrency` actors;
     `drift_plot` names a PNG of live vs training scores written at shutdown."""
@@ -98,13 +130,13 @@ def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
     @functools.cache
     def scorer() -> Scorer:
         service = Scorer(settings, open_store(settings))
-        log.info("scorer ready: model %s, read mode %s, concurrency %d, deadline %.0f ms",
-                 service.active.version, service.reader.mode, settings.scorer_concurrency,
-                 settings.store_deadline_ms)
+        log.info("scorer ready: model %s, read mode %s, concurrency %d, batches of up to %d within %.1f ms, "
+                 "deadline %.0f ms", service.active.version, service.reader.mode, settings.scorer_concurrency,
+                 settings.scorer_batch_max, settings.scorer_batch_wait_ms, settings.store_deadline_ms)
         return service
 
-    async def handle(raw: bytes | None, key: bytes | None, origin: Origin) -> list[Outgoing]:
-        return await scorer().handle(raw, key, origin)
+    async def handle(inputs: Sequence[Incoming]) -> list[list[Outgoing]]:
+        return await scorer().handle_batch(inputs)
 
     app = faust_app(settings, handle)
 
