@@ -18,6 +18,7 @@ import asyncio
 import functools
 import gc
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -160,7 +161,9 @@ def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
         store = await asyncio.get_running_loop().run_in_executor(None, service.reader.store.health)
         ok = bool(store.get("ok")) and service.active.model is not None
         body = {"status": "ok" if ok else "degraded", "model_version": service.active.version, "store": store,
-                "read_mode": service.reader.mode, "concurrency": settings.scorer_concurrency}
+                "read_mode": service.reader.mode, "concurrency": settings.scorer_concurrency, "pid": os.getpid(),
+                "partitions": sorted(tp.partition for tp in app.consumer.assignment()
+                                     if tp.topic == settings.topic_score_requests)}
         return web.json(body, status=200 if ok else 503)
 
     @app.page("/drift.png")

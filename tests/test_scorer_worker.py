@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -30,7 +32,7 @@ V1, V2, V3 = (f"trip_decline_risk_lr_v{n}" for n in (1, 2, 3))
 class Deployment:
     """Unique topics and consumer group, a store file, a models folder, a worker and response listeners."""
 
-    def __init__(self, bootstrap: str, root: Path, instance_id: str | None = None) -> None:
+    def __init__(self, bootstrap: str, root: Path, instance_id: str | None = None, **settings: object) -> None:
         tag = uuid.uuid4().hex[:8]
         self.bootstrap, self.root = bootstrap, root
         self.topics = {name: f"{name}-{tag}" for name in ("score-requests", "risk-scores", "score-dlq")}
@@ -43,7 +45,7 @@ class Deployment:
             "kafka_bootstrap": bootstrap, "home": root, "sqlite_path": root / "features.db", "models_dir": self.models,
             "topic_score_requests": self.topics["score-requests"], "topic_risk_scores": self.topics["risk-scores"],
             "topic_score_dlq": self.topics["score-dlq"], "scorer_app_id": f"scorer-test-{tag}", "model_poll_s": 0.2,
-            "scorer_instance_id": f"worker-{tag}" if instance_id is None else instance_id,
+            "scorer_instance_id": f"worker-{tag}" if instance_id is None else instance_id, **settings,
         }
         self.web_port = free_port()  # kept across restarts: static membership hands back the old member's metadata
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=0)
@@ -265,5 +267,54 @@ def test_a_worker_killed_and_restarted_at_once_answers_before_the_session_timeou
         print(f"kill -9 and restart: first answer {waited:.2f} s after the kill")
         assert answer["strategy"] == "model"
         assert waited < SESSION_TIMEOUT_S, f"waited {waited:.1f} s: the restarted worker had to wait for a rebalance"
+    finally:
+        deployment.close()
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of a process's children."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _served(metrics_text: str) -> float:
+    """Requests a worker answered with the model, from its `/metrics`."""
+    line = next(line for line in metrics_text.splitlines() if line.startswith(
+        'tripscore_scorer_responses_total{strategy="model"}'))
+    return float(line.split()[-1])
+
+
+def test_two_workers_share_the_requests_and_one_stopped_mid_run_loses_none(kafka_bootstrap, tmp_path):
+    """`tripscore score --workers 2`: two members of one group; one stops, the other takes over its partitions
+    once the group's session timeout has passed (static members do not leave the group on shutdown)."""
+    deployment = Deployment(kafka_bootstrap, tmp_path, scorer_workers=2, scorer_session_timeout_s=6)
+    try:
+        second = WorkerProcess(deployment.settings, tmp_path / "unused.log", deployment.web_port + 1)  # its web view
+
+        def shared() -> bool:  # both members hold partitions of score-requests, all of them between them
+            held = [(worker.health() or {}).get("partitions") or [] for worker in (deployment.worker, second)]
+            return all(held) and sorted(held[0] + held[1]) == [0, 1, 2, 3]
+
+        deployment.worker.wait_until(shared, "both workers holding partitions", timeout=60)
+        deployment.serve(V1)
+        ids = [f"shared-{i}" for i in range(300)]
+        for i, rid in enumerate(ids[:100]):
+            deployment.send(score_request(rid, [("a", 2.0), ("b", 3.0), (f"u{i}", 1.0)]), rid)
+        deployment.producer.flush()
+        assert len(deployment.responses.wait_for(ids[:100])) == 100
+        assert _served(deployment.worker.metrics()) > 0 and _served(second.metrics()) > 0, "one worker got nothing"
+
+        stopped = second.health()["pid"]
+        assert stopped in _children(deployment.worker.proc.pid)
+        for i, rid in enumerate(ids[100:], start=100):
+            deployment.send(score_request(rid, [("a", 2.0), ("b", 3.0), (f"u{i}", 1.0)]), rid)
+            if i == 150:
+                deployment.producer.flush()
+                os.kill(stopped, signal.SIGTERM)
+            time.sleep(0.01)
+        deployment.producer.flush()
+        answers = deployment.responses.wait_for(ids, timeout=45)
+        assert sorted(set(ids) - answers.keys()) == []
+        assert {rid: len(replies) for rid, replies in answers.items() if len(replies) > 1} == {}
+        assert deployment.worker.alive and second.health() is None  # one worker stopped, the other answered
     finally:
         deployment.close()
