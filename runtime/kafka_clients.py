@@ -26,9 +26,18 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
     return {"bootstrap_servers": bootstrap_list(settings)}
 
 
+FAUST_TRANSPORTS = {"aiokafka": "kafka", "confluent": "confluent"}
+"""`scorer_transport` -> Faust's URL scheme: aiokafka (the default) or librdkafka through `confluent-kafka`."""
+
+
 def faust_options(settings: Settings) -> dict[str, Any]:
-    """Connection options for `faust.App` (its aiokafka transport)."""
-    return {"broker": [f"kafka://{server}" for server in bootstrap_list(settings)]}
+    """Connection options for `faust.App`, on the transport `settings.scorer_transport` names."""
+    try:
+        scheme = FAUST_TRANSPORTS[settings.scorer_transport]
+    except KeyError:
+        known = tuple(FAUST_TRANSPORTS)
+        raise ValueError(f"scorer transport {settings.scorer_transport!r} is not one of {known}") from None
+    return {"broker": [f"{scheme}://{server}" for server in bootstrap_list(settings)]}
 
 
 def spark_kafka_options(settings: Settings) -> dict[str, str]:
