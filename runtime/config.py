@@ -47,7 +47,7 @@ class Settings:
     store_deadline_ms: float = field(default_factory=lambda: float(_env("store_deadline_ms", "20")))
     topic_score_dlq: str = field(default_factory=lambda: _env("topic_score_dlq", "trip-events-dlq"))
     scorer_app_id: str = field(default_factory=lambda: _env("scorer_app_id", "tripscore-scorer"))
-    scorer_concurrency: int = field(default_factory=lambda: int(_env("scorer_concurrency", "4")))
+    scorer_concurrency: int = field(default_factory=lambda: int(_env("scorer_concurrency", "1")))
     scorer_batch_max: int = field(default_factory=lambda: int(_env("scorer_batch_max", "16")))
     scorer_batch_wait_ms: float = field(default_factory=lambda: float(_env("scorer_batch_wait_ms", "0")))
     scorer_workers: int = field(default_factory=lambda: int(_env("scorer_workers", "1")))

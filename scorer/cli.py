@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score = subparsers.add_parser("score", help="run the Faust scorer worker (score-requests -> risk-scores)")
     score.add_argument("--workers", dest="scorer_workers", type=int,
                        help="worker processes in the consumer group, worker i on web port + i (default 1)")
-    score.add_argument("--concurrency", dest="scorer_concurrency", type=int, help="agent actors (default 4)")
+    score.add_argument("--concurrency", dest="scorer_concurrency", type=int,
+                       help="agent actors, each answering its own batches (default 1)")
     score.add_argument("--batch-max", dest="scorer_batch_max", type=int,
                        help="requests answered together at most (default 16)")
     score.add_argument("--batch-wait-ms", dest="scorer_batch_wait_ms", type=float,
