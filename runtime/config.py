@@ -49,7 +49,7 @@ class Settings:
     scorer_app_id: str = field(default_factory=lambda: _env("scorer_app_id", "tripscore-scorer"))
     scorer_concurrency: int = field(default_factory=lambda: int(_env("scorer_concurrency", "1")))
     scorer_batch_max: int = field(default_factory=lambda: int(_env("scorer_batch_max", "16")))
-    scorer_batch_wait_ms: float = field(default_factory=lambda: float(_env("scorer_batch_wait_ms", "0")))
+    scorer_batch_wait_ms: float = field(default_factory=lambda: float(_env("scorer_batch_wait_ms", "2")))
     scorer_workers: int = field(default_factory=lambda: int(_env("scorer_workers", "1")))
     scorer_transport: str = field(default_factory=lambda: _env("scorer_transport", "aiokafka"))
     scorer_read_mode: str = field(default_factory=lambda: _env("scorer_read_mode", "auto"))

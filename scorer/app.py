@@ -39,6 +39,7 @@ from scorer.service import Incoming, Origin, Outgoing, Scorer
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.0005
+MIN_BATCH_WAIT_MS = 0.1  # Faust's batching waits for a full batch when given no wait at all
 
 
 BatchHandler = Callable[[Sequence[Incoming]], Awaitable[list[list[Outgoing]]]]
@@ -47,8 +48,8 @@ BatchHandler = Callable[[Sequence[Incoming]], Awaitable[list[list[Outgoing]]]]
 
 def faust_app(settings: Settings, handle: BatchHandler) -> faust.App:
     """The Faust app with the worker's broker, group and producer settings, and its agent on
-    `settings.topic_score_requests`: `handle` answers the requests waiting together (at most `scorer_batch_max`,
-    waiting at most `scorer_batch_wait_ms` for more), each acked once the broker has its answers."""
+    `settings.topic_score_requests`: `handle` answers the requests taken within `scorer_batch_wait_ms` together
+    (at most `scorer_batch_max`), each acked once the broker has its answers."""
     datadir = settings.home / "faust" / settings.scorer_app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -64,25 +65,15 @@ def faust_app(settings: Settings, handle: BatchHandler) -> faust.App:
         topic_replication_factor=1,
     )
     requests = app.topic(settings.topic_score_requests, key_serializer="raw", value_serializer="raw")
-    limit, wait_s = max(1, settings.scorer_batch_max), settings.scorer_batch_wait_ms / 1000.0
+    limit = max(1, settings.scorer_batch_max)
+    within = max(settings.scorer_batch_wait_ms, MIN_BATCH_WAIT_MS) / 1000.0
 
     @app.agent(requests, concurrency=settings.scorer_concurrency)
     async def score(stream: faust.StreamT) -> None:
-        manual = stream.noack()
-        waiting = manual.channel.queue  # requests fetched and not yet taken by an actor
-        loop = asyncio.get_running_loop()
-        batch: list[tuple[faust.EventT, float]] = []
-        async for event in manual.events():
-            if not batch:
-                deadline = loop.time() + wait_s
-            batch.append((event, time.perf_counter()))
-            if len(batch) < limit:
-                if waiting.empty() and (pause := deadline - loop.time()) > 0:
-                    await asyncio.sleep(pause)
-                if not waiting.empty():
-                    continue
-            taken, batch = batch, []
-            await _answer(app, manual, handle, taken)
+        # Faust's own batching, without its acks: the requests taken within `within` (fewer if `limit` is reached
+        # first); it skips what a rebalance made stale, as its iterator does
+        async for events in stream.noack_take(limit, within):
+            await _answer(app, stream, handle, events)
 
     @app.task
     async def shorten_switch_interval() -> None:
@@ -93,12 +84,12 @@ def faust_app(settings: Settings, handle: BatchHandler) -> faust.App:
     return app
 
 
-async def _answer(app: faust.App, stream: faust.StreamT, handle: BatchHandler,
-                  batch: list[tuple[faust.EventT, float]]) -> None:
+async def _answer(app: faust.App, stream: faust.StreamT, handle: BatchHandler, events: Sequence[faust.EventT]) -> None:
     """Produce the answers of a batch; each request is acked when the broker has all of its answers."""
+    received = time.perf_counter()
     answers = await _handle_guarded(handle, [Incoming(event.value, event.key, Origin(
-        event.message.topic, event.message.partition, event.message.offset)) for event, _ in batch])
-    for (event, received), outgoing in zip(batch, answers, strict=True):
+        event.message.topic, event.message.partition, event.message.offset)) for event in events])
+    for event, outgoing in zip(events, answers, strict=True):
         if outgoing is None:
             continue
         try:
@@ -137,6 +128,7 @@ def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
         return service
 
     async def handle(inputs: Sequence[Incoming]) -> list[list[Outgoing]]:
+        metrics.BATCH_SIZE.observe(len(inputs))
         return await scorer().handle_batch(inputs)
 
     app = faust_app(settings, handle)

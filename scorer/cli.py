@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument("--batch-max", dest="scorer_batch_max", type=int,
                        help="requests answered together at most (default 16)")
     score.add_argument("--batch-wait-ms", dest="scorer_batch_wait_ms", type=float,
-                       help="how long a batch waits for more requests (default 0: only those already fetched)")
+                       help="how long the agent gathers requests into one batch (default 2, at least 0.1)")
     score.add_argument("--read-mode", dest="scorer_read_mode", choices=READ_MODES,
                        help="feature read on the event loop or in a thread pool (auto: inline for SQLite)")
     score.add_argument("--read-threads", dest="scorer_read_threads", type=int, help="read pool size (default 4)")

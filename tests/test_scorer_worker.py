@@ -193,9 +193,29 @@ def test_metrics_and_health(deployment):
                    "tripscore_scorer_processing_seconds_count", 'tripscore_scorer_fallbacks_total{reason="no_model"}',
                    'tripscore_scorer_candidates_total{status="missing"}', "tripscore_scorer_feature_age_seconds_count",
                    "tripscore_scorer_decline_risk_bucket", "tripscore_scorer_prediction_psi",
-                   f'tripscore_scorer_model_info{{version="{V1}"}} 1.0'):
+                   f'tripscore_scorer_model_info{{version="{V1}"}} 1.0', "tripscore_scorer_batch_size_bucket"):
         assert needle in text, needle
     assert 'tripscore_scorer_fallbacks_total{reason="no_model"} 0.0' not in text
+
+
+def _metric(text: str, name: str) -> float:
+    """One sample's value from a Prometheus text exposition."""
+    return float(next(line for line in text.splitlines() if line.startswith(name + " ")).split()[-1])
+
+
+def test_a_burst_is_answered_in_batches(deployment):
+    deployment.serve(V1)
+    before = deployment.worker.metrics()
+    ids = [f"burst-{i}" for i in range(200)]
+    for rid in ids:
+        deployment.send(score_request(rid, [("a", 2.0), ("b", 3.0)]), rid)
+    deployment.producer.flush()
+    answers = deployment.responses.wait_for(ids)
+    assert len(answers) == len(ids) and all(len(replies) == 1 for replies in answers.values())
+    after = deployment.worker.metrics()
+    requests, batches = (_metric(after, name) - _metric(before, name)
+                         for name in ("tripscore_scorer_batch_size_sum", "tripscore_scorer_batch_size_count"))
+    assert requests == len(ids) and batches < len(ids) / 2, f"{len(ids)} requests in {batches} batches"
 
 
 def test_sigkill_under_load_loses_no_request(kafka_bootstrap, tmp_path):
