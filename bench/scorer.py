@@ -313,23 +313,29 @@ def describe(name: str, step: dict[str, Any]) -> str:
             f"ms/request {step['strategies']}")
 
 
-def ramp(run: KafkaRun, pool: list[dict], seconds: float, name: str, top: float | None = None,
+def ramp(run: KafkaRun, pool: list[dict], seconds: float, name: str, cpu_rate: float, top: float | None = None,
          ) -> list[dict[str, Any]]:
-    """The RAMP steps (up to `top`) until the first one missed, that one included."""
+    """The RAMP steps (up to `top`) until the first one missed, that one included, and at least up to `cpu_rate`
+    (the CPU comparison needs that step even on a machine too slow to hold it)."""
     steps: list[dict[str, Any]] = []
+    missed = False
     for rate in RAMP:
-        if top is not None and rate > top:
+        if (top is not None and rate > max(top, cpu_rate)) or (missed and rate > cpu_rate):
             break
         steps.append(run.run(pool[: int(rate * seconds)], rate, f"{name}-ramp{rate}"))
         say(describe(f"  {name} ramp, {rate}/s for {seconds:.0f} s", steps[-1]))
-        if not held(steps[-1]):
-            break
+        missed = missed or not held(steps[-1])
     return steps
 
 
 def max_held(steps: list[dict[str, Any]]) -> float:
-    """The highest rate of a ramp that was held (0 when none)."""
-    return max((step["rate"] for step in steps if held(step)), default=0)
+    """The highest rate of a ramp held with every lower step held too (0 when none)."""
+    best = 0
+    for step in steps:
+        if not held(step):
+            break
+        best = step["rate"]
+    return best
 
 
 def cpu_at(steps: list[dict[str, Any]], rate: float) -> float | None:
@@ -343,7 +349,7 @@ def ramped(settings: dict[str, Any], bootstrap: str, root: Path, pool: list[dict
     try:
         with KafkaRun(settings, bootstrap, root, args.workers, kind=kind) as run:
             run.warm_up(pool)
-            return ramp(run, pool, args.ramp_seconds, kind, top)
+            return ramp(run, pool, args.ramp_seconds, kind, args.cpu_rate, top)
     except RuntimeError as exc:  # a worker that dies or never serves: recorded, the benchmark goes on
         say(f"  {kind}: no ramp ({str(exc).splitlines()[0]})")
         return []
@@ -356,7 +362,7 @@ def transport_runs(settings: dict[str, Any], bootstrap: str, root: Path, pool: l
     for transport in args.transports.split(","):
         on = {**settings, "scorer_transport": transport}
         floor = ramped(on, bootstrap, root, pool, args, "floor")
-        top = floor[-1]["rate"] if floor and not held(floor[-1]) else None
+        top = next((step["rate"] for step in floor if not held(step)), None)
         runs[transport] = {"floor": floor, "scorer": ramped(on, bootstrap, root, pool, args, "scorer", top)}
         say(f"transport {transport}: floor holds {max_held(floor)}/s, scorer {max_held(runs[transport]['scorer'])}/s")
     return runs
