@@ -214,7 +214,8 @@ class EchoProcess(WorkerProcess):
         self.command = [sys.executable, str(REPO / "bench" / "aiokafka_echo.py")]
 
     def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
-        self.wait_until(lambda: True, "start", timeout)
+        if not self.alive:
+            raise RuntimeError(f"aiokafka echo exited:\n{self.log_tail()}")
         return {}
 
 
