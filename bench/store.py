@@ -1,4 +1,5 @@
-"""Online-store benchmark (SPEC §7): load N drivers, time single and batch-50 reads of the served bins, writes.
+"""Online-store benchmark (SPEC §7): load N drivers, time single and batch-50 reads of the served bins, writes;
+the batch read against the bare client (the raw `sqlite3` statement, or `client.batch_read` on Aerospike).
 
     python bench/store.py --backend sqlite --drivers 1000000
     TRIPSCORE_AEROSPIKE_HOSTS=127.0.0.1:3000 python bench/store.py --backend aerospike
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import random
+import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -23,11 +25,12 @@ from tqdm import tqdm
 
 from features.fold import DAY_MS, DriverState
 from featurestore.base import OnlineStore, Record
+from featurestore.records import now_ms
 from runtime.config import load_settings
-from schemas.features import SERVED_BINS
+from schemas.features import RECORD_SET, SERVED_BINS
 
 READ_BINS = (*SERVED_BINS, "_event_ms")
-TARGETS = {"sqlite": {"batch50_p99_ms": 0.3}, "aerospike": {"batch50_p99_ms": 1.0, "ratio_vs_raw": 1.2}}
+TARGETS = {"sqlite": {"ratio_vs_raw": 1.2}, "aerospike": {"batch50_p99_ms": 1.0, "ratio_vs_raw": 1.2}}
 POOL = 2_000  # distinct folded histories; drivers reuse them with their own event times
 BENCH_TIMEOUT_MS = 1_000  # measure latency, not the serving deadline (a timed-out read would end the run)
 
@@ -130,6 +133,15 @@ def open_bench_store(backend: str, path: Path, set_prefix: str, keep: bool) -> O
     return store
 
 
+def raw_sqlite_read(path: Path, batch: int) -> Callable[[list[str]], list[tuple]]:
+    """The bare `sqlite3` statement of a batch read (its own connection, rows as tuples): the client's floor."""
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    columns = ", ".join(f'"{name}"' for name in READ_BINS)
+    sql = (f'SELECT {columns}, entity_id FROM "{RECORD_SET}" WHERE entity_id IN ({", ".join("?" * batch)}) '
+           f"AND _expires_ms > ?")
+    return lambda ids: connection.execute(sql, (*ids, now_ms())).fetchall()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", choices=("sqlite", "aerospike"), default="sqlite")
@@ -164,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
         client, bins = store.client(), list(READ_BINS)
         calls.append(lambda keys: client.batch_read(keys, bins))
         call_args.append([[(store.namespace, store.record_set, i) for i in batch] for batch in batches])
+    else:
+        calls.append(raw_sqlite_read(store.path, args.batch))
+        call_args.append(batches)
     get1, batch50, *raw_list = (percentiles(samples) for samples in timings_ms(calls, call_args, args.warmup))
     raw = raw_list[0] if raw_list else None
     result = {

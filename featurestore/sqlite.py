@@ -176,7 +176,9 @@ class SQLiteStore(OnlineStore):
                 sql, list_names = self._select(len(chunk), names)
                 for row in conn.execute(sql, (*chunk, now)):
                     # the row ends with entity_id, past `names`; absent (NULL) bins are left out, as on Aerospike
-                    values = {name: value for name, value in zip(names, row) if value is not None}  # noqa: B905
+                    # (a complete row, the usual case, is built in C)
+                    values = (dict(zip(names, row)) if None not in row  # noqa: B905
+                              else {name: value for name, value in zip(names, row) if value is not None})  # noqa: B905
                     for name in list_names:
                         if name in values:
                             values[name] = json.loads(values[name])

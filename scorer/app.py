@@ -18,9 +18,10 @@ import asyncio
 import functools
 import gc
 import logging
+import os
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,21 +35,22 @@ from runtime.kafka_clients import faust_options
 from scorer import metrics
 from scorer.membership import claim_instance_id
 from scorer.reader import resolve_mode
-from scorer.service import Origin, Outgoing, Scorer
+from scorer.service import Incoming, Origin, Outgoing, Scorer
 from scorer.transport import DurableApp
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.0005
+MIN_BATCH_WAIT_MS = 0.1  # Faust's batching waits for a full batch when given no wait at all
 
 
-Handler = Callable[[bytes | None, bytes | None, Origin], Awaitable[list[Outgoing]]]
-"""One request's raw value, key and origin to the messages that answer it."""
+BatchHandler = Callable[[Sequence[Incoming]], Awaitable[list[list[Outgoing]]]]
+"""Consumed requests to the messages that answer each of them, in order."""
 
 
-def faust_app(settings: Settings, handle: Handler) -> faust.App:
+def faust_app(settings: Settings, handle: BatchHandler) -> faust.App:
     """The Faust app with the worker's broker, group and producer settings, its web server on
-    `TRIPSCORE_WEB_BIND`, and its agent on `settings.topic_score_requests`: `handle` answers each request, acked
-    once the broker has every answer."""
+    `TRIPSCORE_WEB_BIND`, and its agent on `settings.topic_score_requests`: `handle` answers the requests taken
+    within `scorer_batch_wait_ms` together (at most `scorer_batch_max`), each acked once the broker has its answers."""
     datadir = settings.home / "faust" / settings.scorer_app_id
     datadir.parent.mkdir(parents=True, exist_ok=True)
     app = DurableApp(
@@ -65,25 +67,15 @@ def faust_app(settings: Settings, handle: Handler) -> faust.App:
         topic_replication_factor=1,
     )
     requests = app.topic(settings.topic_score_requests, key_serializer="raw", value_serializer="raw")
+    limit = max(1, settings.scorer_batch_max)
+    within = max(settings.scorer_batch_wait_ms, MIN_BATCH_WAIT_MS) / 1000.0
 
     @app.agent(requests, concurrency=settings.scorer_concurrency)
     async def score(stream: faust.StreamT) -> None:
-        manual = stream.noack()
-        async for event in manual.events():
-            received = time.perf_counter()
-            message = event.message
-            try:
-                outgoing = await handle(event.value, event.key,
-                                        Origin(message.topic, message.partition, message.offset))
-                # the producer itself, not Topic.send: the bytes are final, and Faust's per-message wrapping is skipped
-                pending = [await app.producer.send(out.topic, out.key, out.value, None, None, None)
-                           for out in outgoing]
-            except Exception:  # the agent outlives any one request; this one stays unacked (redelivered on restart)
-                log.exception("request at %s offset %s not answered", message.tp, message.offset)
-                continue
-            # ack once the broker has every message of this request; the actor moves on meanwhile
-            delivered = asyncio.gather(*pending)
-            delivered.add_done_callback(functools.partial(_acknowledge, manual, event, received))
+        # Faust's own batching, without its acks: the requests taken within `within` (fewer if `limit` is reached
+        # first); it skips what a rebalance made stale, as its iterator does
+        async for events in stream.noack_take(limit, within):
+            await _answer(app, stream, handle, events)
 
     @app.task
     async def shorten_switch_interval() -> None:
@@ -94,6 +86,36 @@ def faust_app(settings: Settings, handle: Handler) -> faust.App:
     return app
 
 
+async def _answer(app: faust.App, stream: faust.StreamT, handle: BatchHandler, events: Sequence[faust.EventT]) -> None:
+    """Produce the answers of a batch; each request is acked when the broker has all of its answers."""
+    received = time.perf_counter()
+    answers = await _handle_guarded(handle, [Incoming(event.value, event.key, Origin(
+        event.message.topic, event.message.partition, event.message.offset)) for event in events])
+    for event, outgoing in zip(events, answers, strict=True):
+        if outgoing is None:
+            continue
+        try:
+            # the producer itself, not Topic.send: the bytes are final, and Faust's per-message wrapping is skipped
+            pending = [await app.producer.send(out.topic, out.key, out.value, None, None, None) for out in outgoing]
+        except Exception:  # the agent outlives any one request; this one stays unacked (redelivered on restart)
+            log.exception("request at %s offset %s not answered", event.message.tp, event.message.offset)
+            continue
+        delivered = asyncio.gather(*pending)
+        delivered.add_done_callback(functools.partial(_acknowledge, stream, event, received))
+
+
+async def _handle_guarded(handle: BatchHandler, inputs: list[Incoming]) -> list[list[Outgoing] | None]:
+    """`handle(inputs)`; should it raise, each input alone: a failing one gets None (stays unacked), not its batch."""
+    try:
+        return await handle(inputs)
+    except Exception:  # the agent outlives any one request
+        if len(inputs) > 1:
+            return [(await _handle_guarded(handle, [incoming]))[0] for incoming in inputs]
+        origin = inputs[0].origin
+        log.exception("request at %s[%s] offset %s not answered", origin.topic, origin.partition, origin.offset)
+        return [None]
+
+
 def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
     """A Faust app scoring `settings.topic_score_requests` with `settings.scorer_concurrency` actors;
     `drift_plot` names a PNG of live vs training scores written at shutdown."""
@@ -102,13 +124,14 @@ def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
     @functools.cache
     def scorer() -> Scorer:
         service = Scorer(settings, open_store(settings))
-        log.info("scorer ready: model %s, read mode %s, concurrency %d, deadline %.0f ms",
-                 service.active.version, service.reader.mode, settings.scorer_concurrency,
-                 settings.store_deadline_ms)
+        log.info("scorer ready: model %s, read mode %s, concurrency %d, batches of up to %d within %.1f ms, "
+                 "deadline %.0f ms", service.active.version, service.reader.mode, settings.scorer_concurrency,
+                 settings.scorer_batch_max, settings.scorer_batch_wait_ms, settings.store_deadline_ms)
         return service
 
-    async def handle(raw: bytes | None, key: bytes | None, origin: Origin) -> list[Outgoing]:
-        return await scorer().handle(raw, key, origin)
+    async def handle(inputs: Sequence[Incoming]) -> list[list[Outgoing]]:
+        metrics.BATCH_SIZE.observe(len(inputs))
+        return await scorer().handle_batch(inputs)
 
     app = faust_app(settings, handle)
 
@@ -132,7 +155,9 @@ def build_app(settings: Settings, drift_plot: Path | None = None) -> faust.App:
         store = await asyncio.get_running_loop().run_in_executor(None, service.reader.store.health)
         ok = bool(store.get("ok")) and service.active.model is not None
         body = {"status": "ok" if ok else "degraded", "model_version": service.active.version, "store": store,
-                "read_mode": service.reader.mode, "concurrency": settings.scorer_concurrency}
+                "read_mode": service.reader.mode, "concurrency": settings.scorer_concurrency, "pid": os.getpid(),
+                "partitions": sorted(tp.partition for tp in app.consumer.assignment()
+                                     if tp.topic == settings.topic_score_requests)}
         return web.json(body, status=200 if ok else 503)
 
     @app.page("/drift.png")

@@ -12,7 +12,14 @@ from scorer.reader import READ_MODES
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the `score` command."""
     score = subparsers.add_parser("score", help="run the Faust scorer worker (score-requests -> risk-scores)")
-    score.add_argument("--concurrency", dest="scorer_concurrency", type=int, help="agent actors (default 4)")
+    score.add_argument("--workers", dest="scorer_workers", type=int,
+                       help="worker processes in the consumer group, worker i on web port + i (default 1)")
+    score.add_argument("--concurrency", dest="scorer_concurrency", type=int,
+                       help="agent actors, each answering its own batches (default 1)")
+    score.add_argument("--batch-max", dest="scorer_batch_max", type=int,
+                       help="requests answered together at most (default 16)")
+    score.add_argument("--batch-wait-ms", dest="scorer_batch_wait_ms", type=float,
+                       help="how long the agent gathers requests into one batch (default 2, at least 0.1)")
     score.add_argument("--read-mode", dest="scorer_read_mode", choices=READ_MODES,
                        help="feature read on the event loop or in a thread pool (auto: inline for SQLite)")
     score.add_argument("--read-threads", dest="scorer_read_threads", type=int, help="read pool size (default 4)")
@@ -26,14 +33,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
+    names = ("scorer_workers", "scorer_concurrency", "scorer_batch_max", "scorer_batch_wait_ms", "scorer_read_mode",
+             "scorer_read_threads", "store_deadline_ms", "scorer_web_port", "scorer_app_id", "models_dir")
+    overrides = {name: value for name in names if (value := getattr(args, name)) is not None}
+    settings = load_settings(**overrides)
+    if settings.scorer_workers > 1:
+        from scorer.workers import run_workers
+
+        return run_workers(settings, overrides, args.loglevel, args.drift_plot)
     import faust
 
     from runtime.kafka_clients import check_access
     from scorer.app import build_app
 
-    names = ("scorer_concurrency", "scorer_read_mode", "scorer_read_threads", "store_deadline_ms", "scorer_web_port",
-             "scorer_app_id", "models_dir")
-    settings = load_settings(**{name: getattr(args, name) for name in names})
     check_access(settings)
     app = build_app(settings, drift_plot=args.drift_plot)
     worker = faust.Worker(app, loglevel=args.loglevel)

@@ -50,6 +50,8 @@ PROCESSING = Histogram("tripscore_scorer_processing_seconds", "Request received 
 END_TO_END = Histogram("tripscore_scorer_end_to_end_seconds",
                        "Request's Kafka timestamp to response acknowledged (includes queueing)",
                        buckets=LATENCY_BUCKETS, registry=REGISTRY)
+BATCH_SIZE = Histogram("tripscore_scorer_batch_size", "Requests the agent answered together",
+                       buckets=(1, 2, 4, 8, 16, 32, 64, 128), registry=REGISTRY)
 RESPONSES = Counter("tripscore_scorer_responses_total", "Responses by strategy", ["strategy"], registry=REGISTRY)
 FALLBACKS = Counter("tripscore_scorer_fallbacks_total", "Distance-only answers by reason", ["reason"],
                     registry=REGISTRY)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any
@@ -53,11 +53,60 @@ def rank_request(
     request: Mapping[str, Any], rows: Sequence[FeatureRow] | str, model: ModelExport | None, policy: Policy
 ) -> Ranking:
     """Rank a validated request from its feature rows (or a store-failure reason) and the loaded model."""
+    return rank_requests([request], [rows], model, policy)[0]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A request that goes to the model: its candidates' statuses, record ages and which ones are scored."""
+
+    request: Mapping[str, Any]
+    bins: list[dict[str, Any] | None]
+    statuses: list[str]
+    ages_ms: list[int]
+    usable: list[int]
+
+    def feature_rows(self) -> Iterator[list[float]]:
+        """The 12 model features of each usable candidate, in `usable` order."""
+        request, bins = self.request, self.bins
+        at_ms, candidates = request["ts_ms"], request["candidates"]
+        rider, surge, duration = request["rider_rating"], request["surge_multiplier"], request["est_duration_min"]
+        for i in self.usable:
+            yield model_features(bins[i], at_ms, candidates[i]["pickup_eta_min"], rider, surge, duration)
+
+
+def rank_requests(
+    requests: Sequence[Mapping[str, Any]], rows: Sequence[Sequence[FeatureRow] | str], model: ModelExport | None,
+    policy: Policy,
+) -> list[Ranking]:
+    """Rank validated requests together (`rows[k]` belongs to `requests[k]`): one model call scores every
+    usable candidate of them all; fallbacks stay per request."""
+    plans = [_plan(request, request_rows, model, policy) for request, request_rows in zip(requests, rows, strict=True)]
+    scored = [plan for plan in plans if isinstance(plan, _Plan)]
+    if not scored:
+        return plans  # type: ignore[return-value] - every entry is a fallback Ranking
+    width = len(MODEL_FEATURES)
+    count = sum(len(plan.usable) for plan in scored)
+    # one flat pass into a float64 buffer: several times cheaper than np.array over a list of lists
+    cells = chain.from_iterable(chain.from_iterable(plan.feature_rows() for plan in scored))
+    predicted = model.predict_proba(np.fromiter(cells, np.float64, count * width).reshape(-1, width))
+    rankings, start = [], 0
+    for plan in plans:
+        if isinstance(plan, _Plan):
+            end = start + len(plan.usable)
+            plan = _model_ranking(plan, predicted[start:end], model.prior, policy.redispatch_penalty_min)
+            start = end
+        rankings.append(plan)
+    return rankings
+
+
+def _plan(request: Mapping[str, Any], rows: Sequence[FeatureRow] | str, model: ModelExport | None,
+          policy: Policy) -> _Plan | Ranking:
+    """What the model must score for this request, or its whole-request fallback."""
     candidates = request["candidates"]
     if isinstance(rows, str):
         return distance_only(candidates, rows, ["missing"] * len(candidates), [])
-    at_ms = request["ts_ms"]
-    max_age_ms = policy.max_feature_age_ms
+    at_ms, max_age_ms = request["ts_ms"], policy.max_feature_age_ms
     bins = [row.bins for row in rows]
     statuses = [record_status(b, at_ms, max_age_ms) for b in bins]
     ages = [age for row in rows if (age := row.age_ms) is not None]
@@ -66,17 +115,16 @@ def rank_request(
     usable = [i for i, status in enumerate(statuses) if status in USABLE]
     if not usable:
         return distance_only(candidates, NO_FEATURES, statuses, ages)
+    return _Plan(request, bins, statuses, ages, usable)
+
+
+def _model_ranking(plan: _Plan, predicted: np.ndarray, prior: float, penalty: float) -> Ranking:
+    """Rank by expected cost; candidates without usable features get the prior."""
+    candidates, statuses = plan.request["candidates"], plan.statuses
     etas = [c["pickup_eta_min"] for c in candidates]
-    rider, surge, duration = request["rider_rating"], request["surge_multiplier"], request["est_duration_min"]
-    width = len(MODEL_FEATURES)
-    feature_rows = (model_features(bins[i], at_ms, etas[i], rider, surge, duration) for i in usable)
-    # one flat pass into a float64 buffer: several times cheaper than np.array over a list of lists
-    features = np.fromiter(chain.from_iterable(feature_rows), np.float64, len(usable) * width).reshape(-1, width)
-    predicted = model.predict_proba(features)
-    risks = [model.prior] * len(candidates)
-    for i, risk in zip(usable, predicted.tolist(), strict=True):
+    risks = [prior] * len(candidates)
+    for i, risk in zip(plan.usable, predicted.tolist(), strict=True):
         risks[i] = risk
-    penalty = policy.redispatch_penalty_min
     costs = [eta + risk * penalty for eta, risk in zip(etas, risks, strict=True)]
     # (cost, eta, driver_id, index) tuples sort by cost, ties by eta then driver_id
     order = sorted(zip(costs, etas, [c["driver_id"] for c in candidates], range(len(candidates)), strict=True))
@@ -84,7 +132,7 @@ def rank_request(
         ranked_candidate(driver_id, rank, risks[i], eta, cost, statuses[i])
         for rank, (cost, eta, driver_id, i) in enumerate(order, start=1)
     ]
-    return Ranking("model", None, ranked, statuses, predicted, ages)
+    return Ranking("model", None, ranked, statuses, predicted, plan.ages_ms)
 
 
 def distance_only(

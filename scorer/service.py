@@ -1,14 +1,15 @@
-"""One request from raw bytes to outgoing messages: validate, read features, rank, build the response."""
+"""Requests from raw bytes to outgoing messages, one or a batch at a time: validate, read features, rank, respond."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from featurestore.base import OnlineStore
+from featurestore.base import FeatureRow, OnlineStore
+from modelregistry.export import ModelExport
 from runtime.config import Settings
 from schemas.fields import Problem
 from schemas.messages import (
@@ -24,7 +25,7 @@ from schemas.messages import (
 from scorer import metrics
 from scorer.drift import DriftMonitor
 from scorer.model_watch import ActiveModel
-from scorer.rank import SCORER_ERROR, Policy, Ranking, distance_only, rank_request
+from scorer.rank import SCORER_ERROR, Policy, Ranking, distance_only, rank_requests
 from scorer.reader import FeatureReader
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,14 @@ class Origin:
     topic: str
     partition: int | None
     offset: int | None
+
+
+class Incoming(NamedTuple):
+    """One consumed input: its raw value, key and origin."""
+
+    raw: bytes | None
+    key: bytes | None
+    origin: Origin
 
 
 class Scorer:
@@ -76,18 +85,40 @@ class Scorer:
 
     async def handle(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Outgoing]:
         """The response (plus a DeadLetter for a malformed request) to produce for one input; never raises."""
-        request, problems = decode_score_request(raw)
-        if request is None:
-            return self._reject(raw, key, origin, problems)
-        try:
-            response = await self.score(request)
-            return [Outgoing(self.settings.topic_risk_scores, request["request_id"].encode(), encode(response))]
-        except Exception as exc:  # the per-request guard: a bug answers this request, it never stops the agent
-            log.exception("request %r failed", request["request_id"])
-            return self._reject(raw, key, origin, [(MESSAGE, f"could not be scored: {type(exc).__name__}: {exc}")])
+        return (await self.handle_batch([Incoming(raw, key, origin)]))[0]
 
-    def _reject(self, raw: bytes | None, key: bytes | None, origin: Origin, problems: list[Problem]) -> list[Outgoing]:
+    async def handle_batch(self, inputs: Sequence[Incoming]) -> list[list[Outgoing]]:
+        """The messages answering each input, in order: the valid requests share one store read and one model
+        call; each input still gets its own answer (an `error` plus DeadLetter when it fails). Never raises."""
+        decoded = [decode_score_request(incoming.raw) for incoming in inputs]
+        valid = [request for request, _ in decoded if request is not None]
+        outcomes = iter(await self._score_guarded(valid) if valid else ())
+        return [self._answer(incoming, request, next(outcomes)) if request is not None else
+                self._reject(incoming, problems) for incoming, (request, problems) in zip(inputs, decoded, strict=True)]
+
+    async def _score_guarded(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
+        """`score_batch`, or when it raises, each request scored alone: a bug costs only its own request."""
+        try:
+            return await self.score_batch(requests)
+        except Exception as exc:  # the per-request guard: a bug answers this request, it never stops the agent
+            if len(requests) == 1:
+                return [exc]
+            return [(await self._score_guarded([request]))[0] for request in requests]
+
+    def _answer(self, incoming: Incoming, request: dict[str, Any], outcome: dict[str, Any] | Exception,
+                ) -> list[Outgoing]:
+        """The encoded response to a valid request, or its `error` answer when scoring or encoding failed."""
+        try:
+            if isinstance(outcome, Exception):
+                raise outcome
+            return [Outgoing(self.settings.topic_risk_scores, request["request_id"].encode(), encode(outcome))]
+        except Exception as exc:
+            log.exception("request %r failed", request["request_id"])
+            return self._reject(incoming, [(MESSAGE, f"could not be scored: {type(exc).__name__}: {exc}")])
+
+    def _reject(self, incoming: Incoming, problems: list[Problem]) -> list[Outgoing]:
         """An `error` answer (keyed by the request id when one can be read) and the input's DeadLetter."""
+        raw, key, origin = incoming
         request_id = _recover_request_id(raw) or (key or b"").decode("utf-8", "replace")
         metrics.DEAD_LETTERS.inc()
         metrics.RESPONSES_BY_STRATEGY["error"].inc()
@@ -99,23 +130,38 @@ class Scorer:
             Outgoing(self.settings.topic_score_dlq, key, encode(letter)),
         ]
 
-    async def score(self, request: Mapping[str, Any]) -> dict[str, Any]:
-        """The ScoreResponse of a validated request; fallbacks are answers, never exceptions."""
+    async def score_batch(self, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """The ScoreResponse of each validated request: one store read under the deadline for all their
+        candidates, one model call; fallbacks are per-request answers, never exceptions."""
         started = time.perf_counter()
-        model = self.active.model  # one model for the whole request, even if a reload lands meanwhile
-        rows = await self.reader.read([c["driver_id"] for c in request["candidates"]])
+        model = self.active.model  # one model for the whole batch, even if a reload lands meanwhile
+        rows = await self.reader.read([c["driver_id"] for request in requests for c in request["candidates"]])
         read_done = time.perf_counter()
-        try:
-            ranking = rank_request(request, rows, model, self.policy)
-        except Exception:  # a bug must not leave the request unanswered
-            log.exception("ranking request %s failed; answering distance-only", request["request_id"])
-            candidates = request["candidates"]
-            ranking = distance_only(candidates, SCORER_ERROR, ["missing"] * len(candidates), [])
+        rankings = self._rank(requests, _split(rows, requests), model)
         done = time.perf_counter()
-        self._record(ranking, model is self.active.model, read_done - started, done - read_done)
+        same_model = model is self.active.model
         timings = {"features": _ms(read_done - started), "model": _ms(done - read_done), "total": _ms(done - started)}
-        return score_response(request["request_id"], ranking.strategy, ranking.ranked, reason=ranking.reason,
-                              model_version=model.version if model else None, timings_ms=timings)
+        responses = []
+        for request, ranking in zip(requests, rankings, strict=True):
+            self._record(ranking, same_model, read_done - started, done - read_done)
+            responses.append(score_response(request["request_id"], ranking.strategy, ranking.ranked,
+                                            reason=ranking.reason, model_version=model.version if model else None,
+                                            timings_ms=timings))
+        return responses
+
+    def _rank(self, requests: Sequence[Mapping[str, Any]], rows: list[list[FeatureRow] | str],
+              model: ModelExport | None) -> list[Ranking]:
+        """`rank_requests`, or when it raises, each request alone; a request whose ranking fails is answered
+        distance-only (`scorer_error`)."""
+        try:
+            return rank_requests(requests, rows, model, self.policy)
+        except Exception:  # a bug must not leave the request unanswered
+            if len(requests) > 1:
+                return [self._rank([request], [request_rows], model)[0]
+                        for request, request_rows in zip(requests, rows, strict=True)]
+            log.exception("ranking request %s failed; answering distance-only", requests[0]["request_id"])
+            candidates = requests[0]["candidates"]
+            return [distance_only(candidates, SCORER_ERROR, ["missing"] * len(candidates), [])]
 
     def _record(self, ranking: Ranking, same_model: bool, read_s: float, model_s: float) -> None:
         metrics.record_ranking(ranking, read_s, model_s)
@@ -134,6 +180,18 @@ def _recover_request_id(raw: bytes | None) -> str | None:
         return None
     request_id, reason = REQUEST_ID.check(message["request_id"])
     return request_id if reason is None else None
+
+
+def _split(rows: list[FeatureRow] | str, requests: Sequence[Mapping[str, Any]]) -> list[list[FeatureRow] | str]:
+    """Each request's rows of one batch read (a failure reason applies to every request)."""
+    if isinstance(rows, str):
+        return [rows] * len(requests)
+    out, start = [], 0
+    for request in requests:
+        end = start + len(request["candidates"])
+        out.append(rows[start:end])
+        start = end
+    return out
 
 
 def _ms(seconds: float) -> float:

@@ -24,7 +24,7 @@ from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings
 from schemas.fields import TS_MAX_MS
 from schemas.messages import DEAD_LETTER_MAX_BYTES, dead_letter, decode_score_request, decode_trip_event, encode
-from scorer.service import Origin, Scorer
+from scorer.service import Incoming, Origin, Scorer
 from streaming.driver_state import advance
 from streaming.parse import INVALID_KEY, RAW_COLUMNS, parse_batches, unpack
 
@@ -106,7 +106,8 @@ def scorer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scorer]:
     save_model(home / "models", make_model("trip_decline_risk_lr_v1"))
     store = SQLiteStore(Path(home / "features.db"))
     store.write([driver_record(f"d{i}", 0.1 * i, event_ms=FRESH_MS) for i in range(KNOWN_DRIVERS)])
-    service = Scorer(Settings(home=home, models_dir=home / "models", store_deadline_ms=10_000), store)  # no timeouts
+    # a generous deadline: a loaded machine must not turn a model answer into a store_timeout fallback here
+    service = Scorer(Settings(home=home, models_dir=home / "models", store_deadline_ms=60_000), store)
     yield service
     service.close()
     store.close()
@@ -146,3 +147,28 @@ def test_valid_requests_are_ranked_by_the_model_when_a_candidate_has_features(sc
     known = any(int(c["driver_id"][1:]) < KNOWN_DRIVERS for c in message["candidates"])
     assert len(outgoing) == 1 and response["strategy"] == ("model" if known else "distance_only")
     assert [r["rank"] for r in response["ranked"]] == list(range(1, len(message["candidates"]) + 1))
+
+
+def _comparable(out) -> tuple:
+    """An outgoing message without the fields that name when it was made."""
+    message = json.loads(out.value)
+    for stamp in ("scored_at", "timings_ms", "failed_at"):
+        message.pop(stamp, None)
+    return out.topic, out.key, message
+
+
+@FUZZ
+@given(st.lists(raw_messages(score_request_values())
+                | valid_score_requests(st.sampled_from([f"d{i}" for i in range(8)])).map(
+                    lambda message: encode({**message, "ts": FRESH_MS + 1000})),
+                min_size=1, max_size=6))
+@example([NESTED, b'{"request_id": "\\ud800", "ts": 0, "surge_multiplier": 1, "est_duration_min": 1, '
+                  b'"rider_rating": 1, "candidates": [{"driver_id": "d1", "pickup_eta_min": 1}]}',
+          encode({"request_id": "r", "ts": FRESH_MS, "surge_multiplier": 1, "est_duration_min": 1, "rider_rating": 1,
+                  "candidates": [{"driver_id": "d1", "pickup_eta_min": 1}]})])
+def test_a_batch_answers_each_input_as_it_would_be_answered_alone(scorer: Scorer, raws: list[bytes | None]) -> None:
+    inputs = [Incoming(raw, f"key-{i}".encode(), Origin("score-requests", 0, i)) for i, raw in enumerate(raws)]
+    together = asyncio.run(scorer.handle_batch(inputs))
+    alone = [asyncio.run(scorer.handle(*incoming)) for incoming in inputs]
+    assert [[_comparable(out) for out in outs] for outs in together] == [[_comparable(out) for out in outs]
+                                                                         for outs in alone]

@@ -20,7 +20,7 @@ from scorer.drift import DriftMonitor, psi, training_bins
 from scorer.model_watch import ActiveModel
 from scorer.rank import NO_FEATURES, NO_MODEL, STORE_ERROR, STORE_TIMEOUT, Policy, rank_request
 from scorer.reader import READ_BINS, FeatureReader, read_rows
-from scorer.service import Origin, Scorer
+from scorer.service import Incoming, Origin, Scorer
 
 POLICY = Policy(redispatch_penalty_min=5.0, max_feature_age_ms=86_400_000)
 
@@ -106,18 +106,18 @@ def test_same_request_and_state_give_the_same_ranking(store):
 
 
 class FakeStore(OnlineStore):
-    """A store whose reads raise or stall: the isolated failure modes of the feature read."""
+    """A store whose reads raise, stall or return given records: the isolated failure modes of the feature read."""
 
     backend = "fake"
 
-    def __init__(self, sleep_s: float = 0.0, fail: bool = False) -> None:
-        self.sleep_s, self.fail = sleep_s, fail
+    def __init__(self, sleep_s: float = 0.0, fail: bool = False, records: dict | None = None) -> None:
+        self.sleep_s, self.fail, self.records = sleep_s, fail, records or {}
 
     def read(self, entity_ids, bins):
         time.sleep(self.sleep_s)
         if self.fail:
             raise StoreError("boom")
-        return [FeatureRow(e, None, tuple(bins), TS_MS) for e in entity_ids]
+        return [FeatureRow(e, self.records.get(e), tuple(bins), TS_MS) for e in entity_ids]
 
     def write(self, records):
         raise NotImplementedError
@@ -190,6 +190,25 @@ def test_service_answers_slow_store_distance_only_and_malformed_with_error(tmp_p
     assert (letter["stage"], letter["topic"], letter["partition"], letter["offset"]) == ("score", "score-requests",
                                                                                           0, 7)
     assert json.loads(garbage[0].value)["request_id"] == "kafka-key" and garbage[1].key == b"kafka-key"
+
+
+def test_a_batch_with_a_corrupt_record_answers_that_request_distance_only_and_the_others_as_alone(tmp_path):
+    save_model(tmp_path / "models", make_model("trip_decline_risk_lr_v1"))
+    records = dict([driver_record("a", 0.9), driver_record("b", 0.1), driver_record("bad", 0.5, _event_ms="never")])
+    scorer = Scorer(settings_for(tmp_path, store_deadline_ms=60_000), FakeStore(records=records))
+    origin = Origin("score-requests", 0, 7)
+    requests = [score_request("r1", [("a", 2.0), ("b", 1.0)]), score_request("r2", [("bad", 1.0), ("a", 3.0)]),
+                score_request("r3", [("b", 2.0)])]
+    inputs = [Incoming(encode(request), request["request_id"].encode(), origin) for request in requests]
+
+    together = asyncio.run(scorer.handle_batch(inputs))
+    alone = [asyncio.run(scorer.handle(*incoming)) for incoming in inputs]
+    scorer.close()
+    answers = [json.loads(outs[0].value) for outs in together]
+    assert [len(outs) for outs in together] == [1, 1, 1]
+    assert [(a["strategy"], a["reason"]) for a in answers] == [("model", None), ("distance_only", "scorer_error"),
+                                                               ("model", None)]
+    assert [a["ranked"] for a in answers] == [json.loads(outs[0].value)["ranked"] for outs in alone]
 
 
 def test_active_model_switches_and_keeps_serving_through_a_corrupt_promotion(tmp_path, caplog):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import os
+import signal
 import time
 import uuid
 import warnings
@@ -35,7 +37,7 @@ V1, V2, V3 = (f"trip_decline_risk_lr_v{n}" for n in (1, 2, 3))
 class Deployment:
     """Unique topics and consumer group, a store file, a models folder, a worker and a risk-score client."""
 
-    def __init__(self, kafka: Settings, root: Path, instance_id: str | None = None) -> None:
+    def __init__(self, kafka: Settings, root: Path, instance_id: str | None = None, **settings: object) -> None:
         tag = uuid.uuid4().hex[:8]
         self.kafka, self.root = kafka, root
         self.topics = {name: f"{name}-{tag}" for name in ("score-requests", "risk-scores", "score-dlq")}
@@ -49,7 +51,7 @@ class Deployment:
             "home": root, "sqlite_path": root / "features.db", "models_dir": self.models,
             "topic_score_requests": self.topics["score-requests"], "topic_risk_scores": self.topics["risk-scores"],
             "topic_score_dlq": self.topics["score-dlq"], "scorer_app_id": f"scorer-test-{tag}", "model_poll_s": 0.2,
-            "scorer_instance_id": f"worker-{tag}" if instance_id is None else instance_id,
+            "scorer_instance_id": f"worker-{tag}" if instance_id is None else instance_id, **settings,
         }
         self.web_port = free_port()  # kept across restarts: static membership hands back the old member's metadata
         self.producer = KafkaProducer(**producer_options(kafka), linger_ms=0)  # for what no client of ours sends
@@ -188,9 +190,33 @@ def test_metrics_and_health(deployment):
                    "tripscore_scorer_processing_seconds_count", 'tripscore_scorer_fallbacks_total{reason="no_model"}',
                    'tripscore_scorer_candidates_total{status="missing"}', "tripscore_scorer_feature_age_seconds_count",
                    "tripscore_scorer_decline_risk_bucket", "tripscore_scorer_prediction_psi",
-                   f'tripscore_scorer_model_info{{version="{V1}"}} 1.0'):
+                   f'tripscore_scorer_model_info{{version="{V1}"}} 1.0', "tripscore_scorer_batch_size_bucket"):
         assert needle in text, needle
     assert 'tripscore_scorer_fallbacks_total{reason="no_model"} 0.0' not in text
+
+
+def _metric(text: str, name: str) -> float:
+    """One sample's value from a Prometheus text exposition."""
+    return float(next(line for line in text.splitlines() if line.startswith(name + " ")).split()[-1])
+
+
+def _answered_once(deployment: Deployment, pending: dict[str, concurrent.futures.Future]) -> None:
+    """Every request of `pending` answered, none twice."""
+    concurrent.futures.wait(pending.values())
+    assert sorted(rid for rid, future in pending.items() if future.exception()) == []
+    assert [d["request_id"] for d in deployment.duplicates if d["request_id"] in pending] == []
+
+
+def test_a_burst_is_answered_in_batches(deployment):
+    deployment.serve(V1)
+    before = deployment.worker.metrics()
+    pending = {rid: deployment.client.submit(score_request(rid, [("a", 2.0), ("b", 3.0)]), timeout=60)
+               for rid in (f"burst-{i}" for i in range(200))}
+    _answered_once(deployment, pending)
+    after = deployment.worker.metrics()
+    requests, batches = (_metric(after, name) - _metric(before, name)
+                         for name in ("tripscore_scorer_batch_size_sum", "tripscore_scorer_batch_size_count"))
+    assert requests == len(pending) and batches < len(pending) / 2, f"{len(pending)} requests in {batches} batches"
 
 
 def test_sigkill_under_load_loses_no_request(kafka_settings, tmp_path):
@@ -262,5 +288,51 @@ def test_a_worker_killed_and_restarted_at_once_answers_before_the_session_timeou
         print(f"kill -9 and restart: first answer {waited:.2f} s after the kill")
         assert answer["strategy"] == "model"
         assert waited < SESSION_TIMEOUT_S, f"waited {waited:.1f} s: the restarted worker had to wait for a rebalance"
+    finally:
+        deployment.close()
+
+
+def _children(pid: int) -> list[int]:
+    """The pids of a process's children."""
+    return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _served(metrics_text: str) -> float:
+    """Requests a worker answered with the model, from its `/metrics`."""
+    line = next(line for line in metrics_text.splitlines() if line.startswith(
+        'tripscore_scorer_responses_total{strategy="model"}'))
+    return float(line.split()[-1])
+
+
+def test_two_workers_share_the_requests_and_one_stopped_mid_run_loses_none(kafka_settings, tmp_path):
+    """`tripscore score --workers 2`: two members of one group; one stops, the other takes over its partitions
+    once the group's session timeout has passed (static members do not leave the group on shutdown)."""
+    deployment = Deployment(kafka_settings, tmp_path, scorer_workers=2, scorer_session_timeout_s=6)
+    try:
+        second = WorkerProcess(deployment.settings, tmp_path / "unused.log", deployment.web_port + 1)  # its web view
+
+        def shared() -> bool:  # both members hold partitions of score-requests, all of them between them
+            held = [(worker.health() or {}).get("partitions") or [] for worker in (deployment.worker, second)]
+            return all(held) and sorted(held[0] + held[1]) == [0, 1, 2, 3]
+
+        deployment.worker.wait_until(shared, "both workers holding partitions", timeout=60)
+        deployment.serve(V1)
+        pending = {}
+        for i in range(100):
+            request = score_request(f"shared-{i}", [("a", 2.0), ("b", 3.0), (f"u{i}", 1.0)])
+            pending[request["request_id"]] = deployment.client.submit(request, timeout=45)
+        _answered_once(deployment, pending)
+        assert _served(deployment.worker.metrics()) > 0 and _served(second.metrics()) > 0, "one worker got nothing"
+
+        stopped = second.health()["pid"]
+        assert stopped in _children(deployment.worker.proc.pid)
+        for i in range(100, 300):
+            request = score_request(f"shared-{i}", [("a", 2.0), ("b", 3.0), (f"u{i}", 1.0)])
+            pending[request["request_id"]] = deployment.client.submit(request, timeout=60)
+            if i == 150:
+                os.kill(stopped, signal.SIGTERM)
+            time.sleep(0.01)
+        _answered_once(deployment, pending)
+        assert deployment.worker.alive and second.health() is None  # one worker stopped, the other answered
     finally:
         deployment.close()
