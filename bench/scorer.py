@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -41,6 +40,7 @@ from batch.eventlog import FOLD_COLUMNS
 from batch.generate import generate_city, score_requests
 from batch.metrics import score_histogram
 from batch.pointintime import PIT_COLUMNS, driver_record, driver_runs, partition_examples
+from bench.calibration import Calibration
 from features.derive import model_features
 from featurestore import OnlineStore, open_store
 from modelregistry.export import ModelExport
@@ -57,15 +57,6 @@ RAMP = (100, 150, 200, 250, 300, 400, 500)
 TARGET_INPROC_P99_MS = 1.0
 TARGET_KAFKA_P99_MS = 25.0
 TINY_VERSION = "trip_decline_risk_lr_v1"
-
-
-def python_speed_ms() -> float:
-    """Milliseconds for a fixed pure-Python loop: shared machines change speed, so runs compare through this."""
-    started = time.perf_counter()
-    total = 0
-    for i in range(1_000_000):
-        total += i
-    return (time.perf_counter() - started) * 1000
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -316,9 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     settings = base.with_overrides(home=root, sqlite_path=root / "features.db", models_dir=root / "models",
                                    scorer_concurrency=args.concurrency)
-    say(f"city of {args.drivers} drivers -> {settings.sqlite_file}; load average "
-        + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} CPUs; "
-        f"1M-step Python loop {python_speed_ms():.0f} ms")
+    say(f"city of {args.drivers} drivers -> {settings.sqlite_file}; {Calibration.now()}")
     store, driver_ids, end_ms, events = build_store(settings, args.drivers, seed=7)
     model = install_model(base.models_dir, settings.models_dir, events, settings)
     size = max(args.inproc_requests, int(args.rate * args.seconds), int(max(RAMP) * args.ramp_seconds))
@@ -358,8 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     say(f"tutorial style (loaded MLlib model, one Spark transform per candidate): p50 "
         f"{report['tutorial_style_p50_ms']} ms per request = {report['speedup_vs_tutorial']}x the in-process p50")
-    say("load average at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
-        + f"; 1M-step Python loop {python_speed_ms():.0f} ms")
+    say(f"at the end: {Calibration.now()}")
     say(f"{'target':44s} {'measured':>12s}  met")
     for name, measured, ok in (
         (f"in-process p99 <= {TARGET_INPROC_P99_MS} ms", report["inproc_p99_ms"],
