@@ -139,8 +139,9 @@ class Demo:
         print(f"\n== warming up the streaming job with the latest {latest.num_rows:,} history events", flush=True)
         replay(to_messages(latest), latest.num_rows, self.settings.kafka_bootstrap,
                self.demo_settings.topic_trip_events, rate=0, progress=False)
-        self.children[0].wait_until(lambda: (self._stream_events_in() or 0) >= latest.num_rows,
-                                    "the warm-up events", timeout=300)
+        stream = next(child for child in self.children if child.command[3] == "stream")
+        stream.wait_until(lambda: (self._stream_events_in() or 0) >= latest.num_rows, "the warm-up events",
+                          timeout=300)
         return {"warmup_events": latest.num_rows, "stream_warmup_s": time.monotonic() - self.stream_started}
 
     def live(self, score_port: int) -> dict[str, Any]:
