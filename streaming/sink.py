@@ -10,6 +10,7 @@ at least once).
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -28,11 +29,13 @@ from streaming.metrics import SinkStats, lag_quantiles, python_seconds
 from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD
 
 SEND_TIMEOUT_S = 30.0
+log = logging.getLogger("streaming")
 
 
 class BatchSink:
     """Callable for `writeStream.foreachBatch`: computes the micro-batch (`toArrow`), hands the table to `write`
-    and reports its `SinkStats` with the time the computation took, in total and in the Python workers."""
+    and reports its `SinkStats` with the time the computation and the writes took (and, for the debug breakdown,
+    the Python workers' time)."""
 
     def __init__(self, on_batch: Callable[[SinkStats], None]) -> None:
         self.on_batch = on_batch
@@ -49,7 +52,8 @@ class BatchSink:
             self.failure = exc
             raise
         stats.compute_s, stats.write_s = computed - started, time.monotonic() - computed
-        stats.python_s = python_seconds(self.query) if self.query is not None else {}
+        if self.query is not None and log.isEnabledFor(logging.DEBUG):  # for the breakdown, a debug line
+            stats.python_s = python_seconds(self.query)
         self.on_batch(stats)
 
     def write(self, table: pa.Table, batch_id: int) -> SinkStats:

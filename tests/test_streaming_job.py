@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -184,7 +185,8 @@ def test_malformed_and_late_events_go_to_the_dlq_and_valid_ones_land(spark, sett
     assert sample("tripscore_stream_events_total", {"outcome": "in"}) == 9
 
 
-def test_out_of_order_within_the_watermark_equals_in_order(spark, settings, tmp_path):
+def test_out_of_order_within_the_watermark_equals_in_order(spark, settings, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="streaming")
     kinds = ["trip_offered", "offer_accepted", "trip_completed", "trip_rated", "trip_offered", "offer_declined"]
     start = ms("2024-06-03T12:00:00Z")
     timeline = [(start + i * 500, f"e{i:03d}", kinds[i % len(kinds)]) for i in range(90)]  # 45 s, 0.5 s apart
@@ -201,6 +203,11 @@ def test_out_of_order_within_the_watermark_equals_in_order(spark, settings, tmp_
     assert got["shuffled"] == got["in-order"]
     assert got["in-order"]["_n_events"] == 90
     assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "late"}) == 0
+    breakdowns = [json.loads(r.getMessage().split(" (ms) ", 1)[1]) for r in caplog.records if " breakdown " in r.msg]
+    assert breakdowns, "debug logging prints a breakdown per batch"
+    assert all(phases["total"] >= phases["execute"] > 0 for phases in breakdowns)
+    assert any(phases.get("python MapInArrow", 0) > 0 and phases.get("python TransformWithStateInPySpark", 0) > 0
+               for phases in breakdowns)
 
 
 def _batch_ids(folder: Path) -> list[int]:
