@@ -210,6 +210,19 @@ def test_out_of_order_within_the_watermark_equals_in_order(spark, settings, tmp_
                for phases in breakdowns)
 
 
+def test_an_event_older_than_the_watermark_but_after_the_drivers_state_is_folded(spark, settings, tmp_path):
+    """Spark's operators may drop input older than the watermark before our update sees it; this one must not."""
+    produce(settings, [
+        event("x1", "shift_started", "2024-06-03T08:00:00Z", "drv-x"),
+        event("y1", "shift_started", "2024-06-03T09:00:00Z", "drv-y"),  # the watermark moves to 08:59:50
+        event("y2", "shift_ended", "2024-06-03T09:00:01Z", "drv-y"),
+        event("x2", "trip_offered", "2024-06-03T08:30:00Z", "drv-x", "t1"),  # after x1: not late, folded
+    ])
+    metrics = stream(spark, settings, tmp_path, max_offsets=1)
+    assert records(settings, ["drv-x"])["drv-x"]["_n_events"] == 2
+    assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "late"}) == 0
+
+
 def _batch_ids(folder: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.glob("[0-9]*")) if folder.is_dir() else []
 
