@@ -103,12 +103,11 @@ async def _backlog(producer, topic: str, messages: list[dict], sent_ms: dict[str
     """Everything at once, encoded up front; the events keep their time spread, shifted to end at the send time."""
     from schemas.messages import encode
 
-    stamp = now_ms()
-    shift = stamp - messages[-1]["ts"]
+    shift = now_ms() - messages[-1]["ts"]
     keyed = [(m["driver_id"].encode(), encode({**m, "ts": m["ts"] + shift})) for m in messages]
-    for message in messages:
-        sent_ms.setdefault(message["driver_id"], []).append(stamp)
     first = time.time()
+    for message in messages:
+        sent_ms.setdefault(message["driver_id"], []).append(int(first * 1000))
     await asyncio.gather(*await _send_batches(producer, topic, keyed))
     return first
 
@@ -269,8 +268,7 @@ def run_floor(args: argparse.Namespace, messages: list[dict], warmup: list[dict]
         done = wait_for(lambda: counted(job.batches()[warm_batches:]), len(messages), args.timeout, job)
     finally:
         job.stop(timeout=120)
-    sent_at_end = max(m["ts"] for m in messages)  # a backlog is sent at once, ending at the send time
-    lags = [b["done_ms"] - (ts if args.rate else sent_at_end)
+    lags = [b["done_ms"] - (ts if args.rate else first * 1000)  # a backlog is sent at once
             for b in job.batches()[warm_batches:] for ts, n in b["ts_counts"] for _ in range(n)]
     return run.result(first, done, lags, job.log_tail(10**9), after)
 
