@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import gc
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -45,6 +44,7 @@ from batch.eventlog import FOLD_COLUMNS
 from batch.generate import generate_city, score_requests
 from batch.metrics import score_histogram
 from batch.pointintime import PIT_COLUMNS, driver_record, driver_runs, partition_examples
+from bench.calibration import Calibration
 from clients import BlockingRiskScoreClient, collect
 from features.derive import model_features
 from featurestore import OnlineStore, open_store
@@ -61,15 +61,6 @@ from scorer.service import Origin, Scorer
 RAMP = (100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 2500, 3000)
 TARGET_KAFKA_P99_MS = 25.0
 TINY_VERSION = "trip_decline_risk_lr_v1"
-
-
-def python_speed_ms() -> float:
-    """Milliseconds for a fixed pure-Python loop: shared machines change speed, so runs compare through this."""
-    started = time.perf_counter()
-    total = 0
-    for i in range(1_000_000):
-        total += i
-    return (time.perf_counter() - started) * 1000
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -359,12 +350,6 @@ def say(line: str) -> None:
     print(line, flush=True)
 
 
-def calibration() -> str:
-    """Load and machine speed, printed at the start and the end: runs compare through these."""
-    return ("load average " + ", ".join(f"{x:.1f}" for x in os.getloadavg()) + f" on {os.cpu_count()} CPUs; "
-            f"1M-step Python loop {python_speed_ms():.0f} ms")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=500.0, help="requests/s for the main Kafka run (500)")
@@ -391,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = base.with_overrides(home=root, sqlite_path=root / "features.db", models_dir=root / "models",
                                    scorer_concurrency=args.concurrency, scorer_batch_max=args.batch_max,
                                    scorer_batch_wait_ms=args.batch_wait_ms)
-    say(f"city of {args.drivers} drivers -> {settings.sqlite_file}; at the start: {calibration()}")
+    say(f"city of {args.drivers} drivers -> {settings.sqlite_file}; at the start: {Calibration.now()}")
     store, driver_ids, end_ms, events = build_store(settings, args.drivers, seed=7)
     model = install_model(base.models_dir, settings.models_dir, events, settings)
     size = max(args.inproc_requests, int(args.rate * args.seconds), int(max(RAMP) * args.ramp_seconds))
@@ -441,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     say(f"tutorial style (loaded MLlib model, one Spark transform per candidate): p50 "
         f"{report['tutorial_style_p50_ms']} ms per request = {report['speedup_vs_tutorial']}x the in-process p50")
-    say(f"at the end: {calibration()}")
+    say(f"at the end: {Calibration.now()}")
     cpu, floor_cpu = report["cpu_ms_per_request"], report["floor_cpu_ms_per_request"]
     say(f"{'target':52s} {'measured':>14s}  met")
     for name, measured, ok in (

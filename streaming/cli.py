@@ -7,8 +7,12 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from runtime.config import load_settings
+from runtime.config import Settings, load_settings
+
+if TYPE_CHECKING:
+    from streaming.job import StreamOptions
 
 log = logging.getLogger(__name__)
 
@@ -30,23 +34,33 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "gets this many partitions (default 2)")
     p.add_argument("--write-batch", type=int, help="records per store write call (default 5000)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default 9108)")
+    p.add_argument("--conf", action="append", type=_spark_setting, metavar="KEY=VALUE",
+                   help="a Spark setting over the job's own (repeatable), e.g. spark.sql.shuffle.partitions=4")
     p.set_defaults(func=_stream)
 
 
-def _stream(args: argparse.Namespace) -> int:
-    from runtime.kafka_clients import check_access
-    from runtime.retry import GaveUp
-    from runtime.spark import spark_session
-    from streaming.job import LAUNCH_CONF, StreamOptions, run, stream_conf
+def _spark_setting(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value
 
-    settings = load_settings()
-    options = StreamOptions.from_settings(
+
+def stream_options(settings: Settings, args: argparse.Namespace) -> StreamOptions:
+    """The run's options: settings overridden by the `stream` command's flags."""
+    from streaming.job import StreamOptions
+
+    return StreamOptions.from_settings(
         settings, topic=args.topic, checkpoint=args.checkpoint, starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger, trigger_ms=args.trigger_ms,
         available_now=args.available_now, watermark_s=args.watermark_s, partitions=args.partitions,
         write_batch=args.write_batch, metrics_port=args.metrics_port,
+        spark_conf=tuple(args.conf) if args.conf else None,
     )
-    check_access(settings)
+
+
+def stop_on_signals() -> threading.Event:
+    """An event that SIGTERM and SIGINT set (the query then stops between micro-batches)."""
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -55,7 +69,19 @@ def _stream(args: argparse.Namespace) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, request_stop)
-    spark = spark_session(settings, "tripscore-stream", **stream_conf(options), **LAUNCH_CONF)
+    return stop
+
+
+def _stream(args: argparse.Namespace) -> int:
+    from runtime.kafka_clients import check_access
+    from runtime.retry import GaveUp
+    from streaming.job import job_session, run
+
+    settings = load_settings()
+    options = stream_options(settings, args)
+    check_access(settings)
+    stop = stop_on_signals()
+    spark = job_session(settings, options, "tripscore-stream")
     try:
         run(spark, settings, options, stop)
     except GaveUp as exc:

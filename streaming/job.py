@@ -13,16 +13,16 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery, StreamingQueryListener
 from pyspark.sql.streaming.listener import QueryProgressEvent
-from pyspark.sql.streaming.state import GroupStateTimeout
 
 from featurestore import open_store
 from runtime.config import Settings
 from runtime.kafka_clients import spark_kafka_options
 from runtime.retry import Interrupted, gave_up_in
+from runtime.spark import spark_session
 from streaming.metrics import StreamMetrics
 from streaming.parse import PARSED_SCHEMA, RAW_COLUMNS, parse_batches
-from streaming.sink import Sink
-from streaming.stateful import OUTPUT_SCHEMA, STATE_SCHEMA, update_function
+from streaming.sink import BatchSink, Sink
+from streaming.stateful import OUTPUT_SCHEMA, DriverProcessor
 
 log = logging.getLogger(__name__)
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
@@ -30,7 +30,9 @@ POLL_S = 0.5
 STOP_GRACE_S = 2.0
 """On SIGTERM a running batch gets this long to finish; after that it is interrupted (and replayed on restart)."""
 EVENT_TIME = "event_time"
-"""The watermarked timestamp column (event time, UTC); the update function reads the time packed in `event`."""
+"""The watermarked timestamp column (event time, UTC), dropped before the state operator: `transformWithState`
+filters out input older than the watermark when it sees the column, and our late-event policy
+(`driver_state.py`) must see every event. The update function reads the time packed in `event`."""
 LAUNCH_CONF = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
 """For a JVM the job launches itself: C1 only. Each micro-batch compiles freshly generated classes that run for
 milliseconds; C2's work on them cost more than it saved here (lag p99 at 5,000 events/s: 12 s with, 17 s without)."""
@@ -50,6 +52,7 @@ class StreamOptions:
     partitions: int
     write_batch: int
     metrics_port: int
+    spark_conf: tuple[tuple[str, str], ...] = ()  # Spark settings over `stream_conf` (`--conf key=value`)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> StreamOptions:
@@ -71,18 +74,22 @@ class StreamOptions:
 
 
 def stream_conf(options: StreamOptions) -> dict[str, str]:
-    """Spark SQL settings of the query; state partitioning and provider are fixed by the first checkpoint."""
+    """Spark SQL settings of the query, then `options.spark_conf`; state partitioning and provider are fixed by
+    the first checkpoint."""
     return {
         "spark.sql.shuffle.partitions": str(options.partitions),
         "spark.sql.streaming.stateStore.providerClass": ROCKSDB,
         "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": "20000",
+        # No batch only to move the watermark: no timers, nothing to evict, and each costs the fixed ~1 s
+        "spark.sql.streaming.noDataMicroBatches.enabled": "false",
         "spark.sql.session.timeZone": "UTC",  # event times reach the update function as naive UTC
+        **dict(options.spark_conf),
     }
 
 
-def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
-    """The streaming DataFrame of per-driver outputs (records, dead letters, duplicate counts)."""
+def parsed_stream(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
+    """Stage 1 on the Kafka source: every record decoded and validated (`PARSED_SCHEMA`) in `partitions` tasks."""
     raw = (
         spark.readStream.format("kafka")
         .options(**spark_kafka_options(settings))
@@ -91,14 +98,23 @@ def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions
         .option("maxOffsetsPerTrigger", options.max_offsets_per_trigger)
         .load()
     )
-    parsed = raw.select(*RAW_COLUMNS).coalesce(options.partitions).mapInArrow(parse_batches, PARSED_SCHEMA)
+    return raw.select(*RAW_COLUMNS).coalesce(options.partitions).mapInArrow(parse_batches, PARSED_SCHEMA)
+
+
+def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
+    """The streaming DataFrame of per-driver outputs (records, dead letters, duplicate counts)."""
     watermarked = (
-        parsed.withColumn(EVENT_TIME, F.timestamp_millis("ts_ms")).drop("ts_ms")
+        parsed_stream(spark, settings, options).withColumn(EVENT_TIME, F.timestamp_millis("ts_ms")).drop("ts_ms")
         .withWatermark(EVENT_TIME, f"{int(options.watermark_s * 1000)} milliseconds")
+        .drop(EVENT_TIME)  # the operator would drop rows older than the watermark unseen: the late policy is ours
     )
-    return watermarked.groupBy("driver_id").applyInPandasWithState(
-        update_function(settings, options.topic), OUTPUT_SCHEMA, STATE_SCHEMA, "Update", GroupStateTimeout.NoTimeout
-    )
+    return watermarked.groupBy("driver_id").transformWithState(
+        DriverProcessor(settings, options.topic), OUTPUT_SCHEMA, "Update", "EventTime")
+
+
+def job_session(settings: Settings, options: StreamOptions, app_name: str) -> SparkSession:
+    """The Spark session of a job process that runs the query: its own JVM with `LAUNCH_CONF` and `stream_conf`."""
+    return spark_session(settings, app_name, **{**LAUNCH_CONF, **stream_conf(options)})
 
 
 def stream_session(spark: SparkSession, options: StreamOptions) -> SparkSession:
@@ -109,11 +125,11 @@ def stream_session(spark: SparkSession, options: StreamOptions) -> SparkSession:
     return session
 
 
-def start(session: SparkSession, settings: Settings, options: StreamOptions, sink: Sink) -> StreamingQuery:
-    """Start the query, writing through `sink`."""
+def start(frame: DataFrame, options: StreamOptions, sink: BatchSink) -> StreamingQuery:
+    """Start the query of `frame`, writing each micro-batch through `sink`."""
     options.checkpoint.mkdir(parents=True, exist_ok=True)
     writer = (
-        build_stream(session, settings, options).writeStream.outputMode("update")
+        frame.writeStream.outputMode("update")
         .foreachBatch(sink)
         .option("checkpointLocation", str(options.checkpoint.resolve()))
         .queryName(f"tripscore-stream-{options.topic}")
@@ -122,9 +138,7 @@ def start(session: SparkSession, settings: Settings, options: StreamOptions, sin
         writer = writer.trigger(availableNow=True)
     else:
         writer = writer.trigger(processingTime=f"{options.trigger_ms} milliseconds")
-    query = writer.start()
-    log.info("streaming %s → %s store, checkpoint %s", options.topic, settings.store, options.checkpoint)
-    return query
+    return writer.start()
 
 
 def stop_between_batches(query: StreamingQuery, timeout_s: float = STOP_GRACE_S) -> None:
@@ -172,7 +186,15 @@ def run(spark: SparkSession, settings: Settings, options: StreamOptions,
     metrics = StreamMetrics(options.metrics_port, settings.web_bind)
     sink = Sink(settings, options.write_batch, metrics.observe_sink, stop)
     session = stream_session(spark, options)
-    query = start(session, settings, options, sink)
+    log.info("streaming %s → %s store, checkpoint %s", options.topic, settings.store, options.checkpoint)
+    return drive(session, build_stream(session, settings, options), options, sink, metrics, stop)
+
+
+def drive(session: SparkSession, frame: DataFrame, options: StreamOptions, sink: BatchSink, metrics: StreamMetrics,
+          stop: threading.Event | None = None) -> StreamMetrics:
+    """Run the query of `frame` into `sink` until it ends or `stop` is set, reporting progress to `metrics`."""
+    query = start(frame, options, sink)
+    sink.query = query
     listener = _ProgressListener(str(query.id), metrics)
     session.streams.addListener(listener)
     try:

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
+from pyspark.sql.streaming import StreamingQuery
 
 log = logging.getLogger("streaming")
 OUTCOMES = ("invalid", "late", "duplicate")
+PYTHON_TIMES = {"python": "pythonTotalTime", "python code": "pythonProcessingTime"}
+"""SQL metrics of a Python plan node (ms, summed over its tasks) that `python_seconds` reads: the time to run the
+workers (start, data exchange and code) and the part executing Python code."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class SinkStats:
-    """What foreachBatch did with one micro-batch."""
+    """What foreachBatch did with one micro-batch; the sink adds its timings."""
 
     batch_id: int
     records: int
@@ -26,7 +31,53 @@ class SinkStats:
     late: int
     duplicates: int
     lag_s: tuple[float, float, float] | None  # event time to store write: p50, p99, max; None without records
-    write_s: float  # DLQ and store writes
+    compute_s: float = 0.0  # the micro-batch's Spark job: source read, parse, shuffle, state operator
+    write_s: float = 0.0  # DLQ and store writes
+    python_s: dict[str, float] = field(default_factory=dict)  # `PYTHON_TIMES` per plan node, summed over tasks
+
+
+def _plan_nodes(node: Any) -> Iterator[Any]:
+    yield node
+    children = node.children()
+    for i in range(children.size()):
+        yield from _plan_nodes(children.apply(i))
+
+
+def python_seconds(query: StreamingQuery) -> dict[str, float]:
+    """Seconds the Python workers took in the query's current micro-batch, summed over tasks: `PYTHON_TIMES` of
+    each Python plan node, as {"python <node>": s, "python code <node>": s}."""
+    execution = query._jsq.streamingQuery().lastExecution()
+    if execution is None:
+        return {}
+    times: dict[str, float] = {}
+    for node in _plan_nodes(execution.executedPlan()):
+        metrics = node.metrics()
+        for label, name in PYTHON_TIMES.items():
+            if (metric := metrics.get(name)).isDefined():
+                key = f"{label} {node.nodeName()}"
+                times[key] = times.get(key, 0.0) + metric.get().value() / 1000
+    return times
+
+
+def breakdown_ms(progress: Mapping[str, Any], stats: SinkStats) -> dict[str, int]:
+    """Where one micro-batch's time went, in ms: Spark's `durationMs` and state operator figures with the sink's
+    timings. `execute` is the batch's Spark job (wall time); `state`, `state_commit` and the `python` figures are
+    summed over its tasks, which run in parallel; `other` is the trigger's time outside the wall-time phases."""
+    durations, operators = progress["durationMs"], progress["stateOperators"]
+    phases = {
+        "planning": durations.get("queryPlanning", 0),
+        "source": durations.get("latestOffset", 0) + durations.get("getBatch", 0),
+        "execute": round(stats.compute_s * 1000),
+        "state": sum(op["allUpdatesTimeMs"] + op["allRemovalsTimeMs"] for op in operators),
+        "state_commit": sum(op["commitTimeMs"] for op in operators),
+        **{name: round(seconds * 1000) for name, seconds in stats.python_s.items()},
+        "sink": round(stats.write_s * 1000),
+        "commit": durations.get("walCommit", 0) + durations.get("commitOffsets", 0),
+    }
+    wall = ("planning", "source", "execute", "sink", "commit")
+    phases["other"] = durations.get("triggerExecution", 0) - sum(phases[name] for name in wall)
+    phases["total"] = durations.get("triggerExecution", 0)
+    return phases
 
 
 def lag_quantiles(lags_ms: Sequence[int]) -> tuple[float, float, float] | None:
@@ -90,9 +141,9 @@ class StreamMetrics:
         self.input_rate.set(input_rate)
         self.processed_rate.set(processed_rate)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("batch %d durations (ms) %s; event time %s; state operators %s", batch_id,
-                      dict(progress["durationMs"]), dict(progress["eventTime"]),
-                      [{k: op[k] for k in ("numRowsTotal", "numRowsUpdated", "commitTimeMs", "memoryUsedBytes")}
+            log.debug("batch %d breakdown (ms) %s", batch_id, json.dumps(breakdown_ms(progress, stats)))
+            log.debug("batch %d durations (ms) %s; state operators %s", batch_id, dict(progress["durationMs"]),
+                      [{k: op[k] for k in ("numRowsTotal", "numRowsUpdated", "memoryUsedBytes", "customMetrics")}
                        for op in progress["stateOperators"]])
         lag = "lag -" if stats.lag_s is None else "lag p50 {:.2f} s p99 {:.2f} s max {:.2f} s".format(*stats.lag_s)
         log.info(

@@ -2,7 +2,7 @@
 
 Each record leaves as (driver_id, ts_ms, event): `event` packs what stage 2 needs into one binary column (marshal,
 both stages run the same Python): the fold's fields, the record's origin and its original bytes for the DLQ.
-One column instead of seven matters: stage 2 pays a pandas conversion per column for every driver and batch.
+One column instead of seven matters: stage 2 converts every cell of every row into a Python object.
 """
 
 from __future__ import annotations

@@ -44,13 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the console script; returns the process exit code."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser().parse_args(argv)
-    if args.verbose:
-        os.environ["TRIPSCORE_VERBOSE"] = "1"  # read by the settings of this process and of its children
-    verbose = load_settings().verbose
+def configure_logging(verbose: bool) -> None:
+    """Log lines with time, level and logger; `verbose` is debug logging, else info (chatty clients: warnings)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -59,6 +54,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
     for wire in WIRE_LOGGERS:
         logging.getLogger(wire).setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ["TRIPSCORE_VERBOSE"] = "1"  # read by the settings of this process and of its children
+    verbose = load_settings().verbose
+    configure_logging(verbose)
     try:
         return int(args.func(args) or 0)
     except KafkaAccessError as exc:
