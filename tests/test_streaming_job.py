@@ -13,7 +13,9 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 import warnings
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -21,12 +23,14 @@ import pytest
 from hypothesis.errors import NonInteractiveExampleWarning
 from kafka import KafkaProducer
 from strategies import raw_messages, trip_event_values
+from tcp_proxy import TcpProxy
 from topic_reader import read_topic
 
 from batch.generate import generate_city
 from clients import TripEventProducer
 from features.fold import fold
 from featurestore import open_store
+from featurestore.aerospike import parse_hosts
 from runtime.config import Settings, load_settings
 from runtime.kafka_clients import producer_options
 from runtime.processes import ServiceProcess
@@ -279,8 +283,56 @@ def _invalid_trip_events(count: int) -> list[bytes]:
     return found
 
 
-def test_hostile_input_and_a_store_outage_stop_nothing(settings, tmp_path):
-    """A live query takes generated invalid events and a locked store in its stride, then stops on SIGTERM."""
+class LockedSQLite:
+    """A SQLite outage: another connection holds the write lock past the store's busy timeout (5 s)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.path, self.lock = settings.sqlite_file, None
+
+    def begin(self) -> None:
+        self.lock = sqlite3.connect(self.path, isolation_level=None)
+        self.lock.execute("BEGIN EXCLUSIVE")
+
+    def end(self) -> None:
+        if self.lock is not None:
+            self.lock.execute("ROLLBACK")
+            self.lock.close()
+            self.lock = None
+
+
+class CutAerospike:
+    """An Aerospike outage: the job reaches the server through a proxy that drops every connection."""
+
+    def __init__(self, proxy: TcpProxy) -> None:
+        self.proxy = proxy
+
+    def begin(self) -> None:
+        self.proxy.cut()
+
+    def end(self) -> None:
+        self.proxy.restore()
+
+
+@pytest.fixture(params=["sqlite", "aerospike"])
+def store_outage(request: pytest.FixtureRequest, settings: Settings) -> Iterator[tuple[Settings, dict, object]]:
+    """(settings to read the store with, the job's store settings, an outage with `begin()` and `end()`)."""
+    if request.param == "sqlite":
+        yield settings, {"sqlite_path": settings.sqlite_file}, LockedSQLite(settings)
+        return
+    hosts = request.getfixturevalue("aerospike_hosts")
+    prefix = f"test-stream-{uuid.uuid4().hex[:6]}-"
+    direct = settings.with_overrides(store="aerospike", aerospike_hosts=hosts, aerospike_set_prefix=prefix)
+    with TcpProxy(parse_hosts(hosts)[0][:2]) as proxy:
+        job = {"store": "aerospike", "aerospike_hosts": proxy.address, "aerospike_set_prefix": prefix}
+        try:
+            yield direct, job, CutAerospike(proxy)
+        finally:
+            open_store(direct).truncate()
+
+
+def test_hostile_input_and_a_store_outage_stop_nothing(store_outage, settings, tmp_path):
+    """A live query takes generated invalid events and a store outage in its stride, then stops on SIGTERM."""
+    store_settings, job_store, outage = store_outage
     valid = list(generate_city(seed=7, drivers=20, days=1).messages())
     invalid = _invalid_trip_events(60)
     mixed: list[dict | tuple[bytes, bytes]] = list(valid)
@@ -289,43 +341,43 @@ def test_hostile_input_and_a_store_outage_stop_nothing(settings, tmp_path):
     half = len(mixed) // 2
     job = ServiceProcess(
         ["stream", "--checkpoint", str(tmp_path / "checkpoint"), "--metrics-port", "0", "--trigger-ms", "200"],
-        {"kafka_bootstrap": settings.kafka_bootstrap, "home": tmp_path / "home", "sqlite_path": settings.sqlite_file,
+        {"kafka_bootstrap": settings.kafka_bootstrap, "home": tmp_path / "home", **job_store,
          "topic_trip_events": settings.topic_trip_events, "topic_trip_events_dlq": settings.topic_trip_events_dlq,
          "stream_store_giveup_s": 120},
         tmp_path / "stream.log").start()
+
+    def job_logs() -> str:  # the driver's log, and Spark's (where the executors' retries of seed reads go)
+        return "".join(path.read_text(errors="replace") for path in (tmp_path / "stream.log",
+                                                                     *(tmp_path / "home" / "logs").glob("*.log")))
+
     try:
         produce(settings, mixed[:half])
         first_drivers = [m["driver_id"] for m in valid[:50]]
-        job.wait_until(lambda: settings.sqlite_file.exists() and any(records(settings, first_drivers).values()),
-                       "the first records", timeout=180)
-        lock = sqlite3.connect(settings.sqlite_file, isolation_level=None)
-        lock.execute("BEGIN EXCLUSIVE")  # writers wait past the store's busy timeout (5 s) and fail: an outage
+        job.wait_until(lambda: any(records(store_settings, first_drivers).values()), "the first records", 180)
+        outage.begin()
         produce(settings, mixed[half:])
         time.sleep(12)
-        lock.execute("ROLLBACK")
-        lock.close()
+        outage.end()
         by_driver: dict[str, list] = {}
         for m in valid:
             by_driver.setdefault(m["driver_id"], []).append((m["ts"], m["event_id"], m["event_type"], m.get("rating")))
         expected = {driver: fold(events).to_bins() for driver, events in by_driver.items()}
-        job.wait_until(lambda: records(settings, sorted(expected)) == expected, "every valid event", timeout=180)
+        job.wait_until(lambda: records(store_settings, sorted(expected)) == expected, "every valid event", 180)
         letters = dead_letters(settings, len(invalid))
         assert len(letters) == len(invalid)
         assert sorted(letter["original_sha256"] for _, letter in letters) == sorted(
             hashlib.sha256(raw).hexdigest() for raw in invalid)
-        assert "retrying" in job.log_tail(200_000), "the locked store never made a write fail"
+        assert "retrying in" in job_logs(), "the outage never made a store call fail"
 
-        lock = sqlite3.connect(settings.sqlite_file, isolation_level=None)
-        lock.execute("BEGIN EXCLUSIVE")  # SIGTERM while a batch waits for the store: it stops, unwritten, at once
-        failures = job.log_tail(200_000).count("retrying in")
+        outage.begin()  # SIGTERM while a batch waits for the store: it stops, unwritten, at once
+        failures = job_logs().count("retrying in")
         produce(settings, [{**valid[-1], "event_id": "after-the-outage", "ts": valid[-1]["ts"] + 1}])
-        job.wait_until(lambda: job.log_tail(200_000).count("retrying in") > failures, "a failed write", timeout=120)
+        job.wait_until(lambda: job_logs().count("retrying in") > failures, "a failed store call", timeout=120)
         started = time.monotonic()
         assert job.stop(timeout=10) == 0, job.log_tail()
         assert time.monotonic() - started < 10
-        lock.execute("ROLLBACK")
-        lock.close()
     finally:
+        outage.end()
         job.stop(timeout=10)
 
 
