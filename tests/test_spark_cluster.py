@@ -122,7 +122,9 @@ def _submit(master: str, code: tuple[Path, Path], settings: Settings, cwd: Path,
     env = {**settings_env({"kafka_bootstrap": settings.kafka_bootstrap, "sqlite_path": settings.sqlite_file,
                            "topic_trip_events": settings.topic_trip_events,
                            "topic_trip_events_dlq": settings.topic_trip_events_dlq, "home": cwd}),
-           "PYSPARK_PYTHON": str(python), "SPARK_LOCAL_IP": "127.0.0.1"}
+           "PYSPARK_PYTHON": str(python), "SPARK_LOCAL_IP": "127.0.0.1",
+           # the driver-side Python runner of transformWithState does not get --py-files: it reads PYTHONPATH
+           "PYTHONPATH": str(archive)}
     env.pop("TRIPSCORE_JARS_DIR", None)
     log = cwd / f"submit-{command[0]}.log"
     job = _launch([str(SPARK_SUBMIT), "--master", master, "--jars", jars, "--py-files", str(archive),

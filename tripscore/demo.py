@@ -152,7 +152,7 @@ class Demo:
         history = read_events(self.home / "events")
         latest = history.sort_by("ts_ms").slice(max(0, history.num_rows - WARMUP_EVENTS))
         print(f"\n== warming up the streaming job with the latest {latest.num_rows:,} history events", flush=True)
-        replay(to_messages(latest), latest.num_rows, self.settings.kafka_bootstrap,
+        replay(to_messages(latest), latest.num_rows, self.settings,
                self.demo_settings.topic_trip_events, rate=0, progress=False)
         stream = next(child for child in self.children if child.command[3] == "stream")
         stream.wait_until(lambda: (self._stream_events_in() or 0) >= latest.num_rows, "the warm-up events",
