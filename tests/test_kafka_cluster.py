@@ -81,7 +81,14 @@ def test_cli_starts_three_brokers_and_replicated_topics(cluster: Settings) -> No
     assert create.returncode == 0, create.stdout + create.stderr
     with admin_client(cluster) as admin:
         assert len(admin.describe_cluster()["brokers"]) == BROKERS
-        topics = admin.describe_topics(spec_topics(cluster))
+        deadline = time.monotonic() + 30
+        # a new topic's partitions reach every broker's metadata a moment after `topics create` returns
+        while True:
+            topics = admin.describe_topics(spec_topics(cluster))
+            if all(t["partitions"] for t in topics):
+                break
+            assert time.monotonic() < deadline, topics
+            time.sleep(0.5)
         configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t["name"], ["min.insync.replicas"])
                                           for t in topics])
     assert {len(p["replica_nodes"]) for t in topics for p in t["partitions"]} == {3}
