@@ -56,7 +56,7 @@ def main(argv: list[str]) -> int:
     spark = job_session(settings, options, "tripscore-stream-floor")
     try:
         session = stream_session(spark, options)
-        metrics = StreamMetrics(options.metrics_port)
+        metrics = StreamMetrics(options.metrics_port, settings.web_bind)
         with counts_path.open("a") as out:
             drive(session, parsed_stream(session, settings, options).select("ts_ms"), options,
                   CountingSink(metrics, out), metrics, stop)
