@@ -46,13 +46,11 @@ def request_features(
     at_ms: int, pickup_eta_min: float, rider_rating: float, surge_multiplier: float, est_duration_min: float
 ) -> list[float]:
     """The 5 request-derived features."""
-    return [
-        float(pickup_eta_min),
-        float(rider_rating),
-        float(surge_multiplier),
-        float(est_duration_min),
-        is_peak_hour(at_ms),
-    ]
+    return [float(pickup_eta_min), *request_context(at_ms, rider_rating, surge_multiplier, est_duration_min)]
+
+def request_context(at_ms: int, rider_rating: float, surge_multiplier: float, est_duration_min: float) -> list[float]:
+    """The 4 request-derived features that every candidate of a request shares (those after `pickup_eta_min`)."""
+    return [float(rider_rating), float(surge_multiplier), float(est_duration_min), is_peak_hour(at_ms)]
 
 def model_features(
     bins: Mapping[str, Any] | None,
@@ -63,8 +61,14 @@ def model_features(
     est_duration_min: float,
 ) -> list[float]:
     """All 12 features in `MODEL_FEATURES` order; a missing record gives NaN store features."""
+    return candidate_features(bins, at_ms, pickup_eta_min,
+                              request_context(at_ms, rider_rating, surge_multiplier, est_duration_min))
+
+def candidate_features(bins: Mapping[str, Any] | None, at_ms: int, pickup_eta_min: float,
+                       context: list[float]) -> list[float]:
+    """`model_features` of one candidate of a request whose `request_context` is derived once for all of them."""
     stored = store_features(bins, at_ms) if bins is not None else [NAN] * STORE_FEATURE_COUNT
-    return stored + request_features(at_ms, pickup_eta_min, rider_rating, surge_multiplier, est_duration_min)
+    return [*stored, float(pickup_eta_min), *context]
 
 def record_status(bins: Mapping[str, Any] | None, at_ms: int, max_age_ms: float) -> str:
     """`missing` (no record), `stale` (older than max_age_ms), `partial` (a served bin absent) or `present`."""

@@ -49,8 +49,14 @@ class FeatureRow(NamedTuple):
     @property
     def age_ms(self) -> int | None:
         """Milliseconds from the record's latest event time to the read, when `_event_ms` was read."""
-        event_ms = self.bins.get("_event_ms") if self.bins else None
-        return None if event_ms is None else self.now_ms - int(event_ms)
+        ages = ages_ms([self])
+        return ages[0] if ages else None
+
+
+def ages_ms(rows: Sequence[FeatureRow]) -> list[int]:
+    """`age_ms` of each row that has one, in one pass (the scorer's per-candidate path)."""
+    return [row.now_ms - int(event_ms) for row in rows
+            if row.bins and (event_ms := row.bins.get("_event_ms")) is not None]
 
 
 @dataclass(frozen=True)

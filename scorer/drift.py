@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from scorer.metrics import FOLD_EVERY
+
 log = logging.getLogger(__name__)
 
 PSI_FLOOR = 1e-4  # share given to empty bins so the log term stays finite
@@ -50,11 +52,20 @@ class DriftMonitor:
         self.edges, self.expected = bins if bins else (None, None)
         size = len(self.expected) if self.expected is not None else 0
         self._current, self._previous, self._in_current = np.zeros(size), np.zeros(size), 0
+        self._pending: list[np.ndarray] = []
 
     def observe(self, risks: np.ndarray) -> None:
-        """Count predictions; those outside the training range count in the first or last bin."""
-        if self.edges is None or not len(risks):
+        """Buffer one request's predictions; they are counted every `FOLD_EVERY` requests and when read."""
+        if self.edges is not None and len(risks):
+            self._pending.append(risks)
+            if len(self._pending) >= FOLD_EVERY:
+                self._fold()
+
+    def _fold(self) -> None:
+        """Count the buffered predictions; those outside the training range count in the first or last bin."""
+        if not self._pending:
             return
+        risks, self._pending = np.concatenate(self._pending), []
         bins = len(self.expected)
         index = np.clip(np.searchsorted(self.edges, risks, side="right") - 1, 0, bins - 1)
         self._current += np.bincount(index, minlength=bins)
@@ -64,6 +75,7 @@ class DriftMonitor:
 
     @property
     def live(self) -> np.ndarray:
+        self._fold()
         return self._current + self._previous
 
     def psi(self) -> float:

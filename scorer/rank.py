@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from features.derive import model_features, record_status
-from featurestore.base import FeatureRow
+from features.derive import candidate_features, record_status, request_context
+from featurestore.base import FeatureRow, ages_ms
 from modelregistry.export import ModelExport
 from runtime.config import Settings
 from schemas.features import MODEL_FEATURES
@@ -70,9 +70,10 @@ class _Plan:
         """The 12 model features of each usable candidate, in `usable` order."""
         request, bins = self.request, self.bins
         at_ms, candidates = request["ts_ms"], request["candidates"]
-        rider, surge, duration = request["rider_rating"], request["surge_multiplier"], request["est_duration_min"]
+        context = request_context(at_ms, request["rider_rating"], request["surge_multiplier"],
+                                  request["est_duration_min"])
         for i in self.usable:
-            yield model_features(bins[i], at_ms, candidates[i]["pickup_eta_min"], rider, surge, duration)
+            yield candidate_features(bins[i], at_ms, candidates[i]["pickup_eta_min"], context)
 
 
 def rank_requests(
@@ -109,7 +110,7 @@ def _plan(request: Mapping[str, Any], rows: Sequence[FeatureRow] | str, model: M
     at_ms, max_age_ms = request["ts_ms"], policy.max_feature_age_ms
     bins = [row.bins for row in rows]
     statuses = [record_status(b, at_ms, max_age_ms) for b in bins]
-    ages = [age for row in rows if (age := row.age_ms) is not None]
+    ages = ages_ms(rows)
     if model is None:
         return distance_only(candidates, NO_MODEL, statuses, ages)
     usable = [i for i, status in enumerate(statuses) if status in USABLE]

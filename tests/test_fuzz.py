@@ -10,20 +10,36 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pyarrow as pa
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from scorer_helpers import driver_record, make_model, save_model
 from strategies import raw_messages, score_request_values, trip_event_values, valid_score_requests, valid_trip_events
 
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings
+from schemas.fast_check import fast_checker
 from schemas.fields import TS_MAX_MS
-from schemas.messages import DEAD_LETTER_MAX_BYTES, dead_letter, decode_score_request, decode_trip_event, encode
+from schemas.messages import (
+    DEAD_LETTER_MAX_BYTES,
+    SCORE_REQUEST,
+    TRIP_EVENT,
+    Decoded,
+    dead_letter,
+    decode_json,
+    decode_score_request,
+    decode_trip_event,
+    encode,
+    explain_score_request,
+    explain_trip_event,
+    guarded,
+)
 from scorer.service import Incoming, Origin, Scorer
 from streaming.driver_state import advance
 from streaming.parse import INVALID_KEY, RAW_COLUMNS, parse_batches, unpack
@@ -72,6 +88,70 @@ def test_trip_event_decoding_is_total_and_every_rejection_fits_the_dlq(raw: byte
     else:
         assert 0 <= event["ts_ms"] < TS_MAX_MS
         encode(event)  # every string of a valid event is encodable
+
+
+def _integral_as_int(value: Any) -> Any:
+    """`value` with every integral float up to 2^53 written as a JSON integer, as many producers write them."""
+    if isinstance(value, dict):
+        return {key: _integral_as_int(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_integral_as_int(item) for item in value]
+    return int(value) if isinstance(value, float) and value.is_integer() and abs(value) <= 2**53 else value
+
+
+def _decided_fully(explain: Callable[[Any], Decoded]) -> Callable[[Any], Decoded]:
+    """The decoder without its fast path: the standard JSON decoder, then the complete check."""
+    def decode(raw: Any) -> Decoded:
+        message, problems = decode_json(raw)
+        return (None, problems) if problems else explain(message)
+
+    return guarded(decode)
+
+
+FAST_PATH_EDGES = [  # numbers and texts where orjson, the fast check and the complete check could part ways
+    b'{"event_id": "e", "event_type": "shift_started", "ts": 9007199254740993, "driver_id": "d"}',
+    b'{"event_id": "e", "event_type": "shift_started", "ts": 1e3, "driver_id": "d-1", "schema_version": 1.0}',
+    b'{"event_id": "e", "event_type": "trip_rated", "ts": 0, "driver_id": "d", "trip_id": "t", "rating": 5}',
+    b'{"event_id": "\\u00e9", "event_type": "shift_started", "ts": "1970-01-01T00:00:00Z", "driver_id": "d"}',
+    b'{"event_id": "e", "event_type": "shift_started", "ts": 0, "driver_id": "d\n"}',
+    b'{"request_id": "r", "ts": 0, "surge_multiplier": 123456789012345678901234567890, "est_duration_min": 1, '
+    b'"rider_rating": 5, "candidates": [{"driver_id": "d", "pickup_eta_min": 9007199254740993}]}',
+    b'{"request_id": "r", "ts": 0, "surge_multiplier": 1, "est_duration_min": 1e400, "rider_rating": 5, '
+    b'"candidates": [{"driver_id": "d", "pickup_eta_min": -0.0}, {"driver_id": "d", "pickup_eta_min": 0}]}',
+]
+
+
+@FUZZ
+@given(raw_messages(trip_event_values()) | valid_trip_events().map(lambda event: encode(_integral_as_int(event))))
+@example(FAST_PATH_EDGES[0])
+@example(FAST_PATH_EDGES[1])
+@example(FAST_PATH_EDGES[2])
+@example(FAST_PATH_EDGES[3])
+@example(FAST_PATH_EDGES[4])
+def test_the_fast_path_decides_trip_events_as_the_complete_check(raw: bytes | None) -> None:
+    assert decode_trip_event(raw) == _decided_fully(explain_trip_event)(raw)
+
+
+@FUZZ
+@given(raw_messages(score_request_values())
+       | valid_score_requests().map(lambda request: encode(_integral_as_int(request))))
+@example(FAST_PATH_EDGES[5])
+@example(FAST_PATH_EDGES[6])
+def test_the_fast_path_decides_score_requests_as_the_complete_check(raw: bytes | None) -> None:
+    assert decode_score_request(raw) == _decided_fully(explain_score_request)(raw)
+
+
+@FUZZ
+@given(valid_trip_events(), valid_score_requests())
+def test_the_fast_path_takes_valid_ascii_messages(event: dict, request: dict) -> None:
+    """The equality tests above would pass with a fast path that never accepts: it must take the usual case."""
+    assume(event["event_id"].isascii() and str(event.get("trip_id", "")).isascii() and request["request_id"].isascii())
+    try:  # an extra field may hold what orjson refuses (an integer of 400 digits): the complete check decides it
+        event, request = orjson.loads(encode(_integral_as_int(event))), orjson.loads(encode(request))
+    except orjson.JSONDecodeError:
+        assume(False)
+    assert fast_checker("event", TRIP_EVENT)(event) is not None
+    assert fast_checker("request", SCORE_REQUEST)(request) is not None
 
 
 @FUZZ

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 from scorer_helpers import HISTOGRAM, PRIOR, TS_MS, driver_record, expected_risk, make_model, save_model, score_request
 
 from featurestore.base import FeatureRow, OnlineStore, StoreError
@@ -17,6 +18,7 @@ from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings
 from schemas.messages import decode_score_request, encode
 from scorer.drift import DriftMonitor, psi, training_bins
+from scorer.metrics import FOLD_EVERY, ArrayHistogram
 from scorer.model_watch import ActiveModel
 from scorer.rank import NO_FEATURES, NO_MODEL, STORE_ERROR, STORE_TIMEOUT, Policy, rank_request
 from scorer.reader import READ_BINS, FeatureReader, read_rows
@@ -242,3 +244,29 @@ def test_psi_of_identical_distributions_is_zero_and_grows_with_shift():
     assert math.isnan(DriftMonitor({}).psi()) and training_bins({"edges": [0, 1], "counts": [1, 2]}) is None
     assert math.isnan(psi(np.zeros(3), np.ones(3)))
     assert monitor.plot_png("v").startswith(b"\x89PNG")
+
+
+def test_buffered_histograms_and_drift_count_every_observation_once():
+    """Observations are buffered and folded in bulk (every FOLD_EVERY requests, and whenever read): none is lost
+    or counted twice across folds."""
+    registry = CollectorRegistry()
+    ages = ArrayHistogram("ages_seconds", "ages", (1, 10, 100), registry, scale=0.001)
+    rng = np.random.default_rng(3)
+    arrays = [rng.integers(-500, 200_000, size=rng.integers(0, 60)).tolist() for _ in range(3 * FOLD_EVERY + 7)]
+    scalars = rng.uniform(0, 150, size=FOLD_EVERY + 3).tolist()
+    for values in arrays:
+        ages.observe_many(values)
+    for value in scalars:
+        ages.observe(value * 1000)
+    seconds = np.maximum(np.concatenate([np.concatenate(arrays), np.asarray(scalars) * 1000]), 0) / 1000
+    family = next(iter(ages.collect()))
+    buckets = {s.labels["le"]: s.value for s in family.samples if s.name.endswith("_bucket")}
+    assert buckets == {"1.0": (seconds <= 1).sum(), "10.0": (seconds <= 10).sum(), "100.0": (seconds <= 100).sum(),
+                       "+Inf": len(seconds)}
+    assert next(iter(ages.collect())).samples == family.samples  # collecting again folds nothing new
+    monitor, whole = DriftMonitor(HISTOGRAM), DriftMonitor(HISTOGRAM)
+    risks = [rng.uniform(0, 1, 50) for _ in range(FOLD_EVERY + 1)]
+    for values in risks:
+        monitor.observe(values)
+    whole.observe(np.concatenate(risks))
+    assert monitor.live.tolist() == whole.live.tolist() and monitor.live.sum() == 50 * len(risks)

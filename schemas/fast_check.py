@@ -1,0 +1,104 @@
+"""The common case of `check_object`, generated once per message: a message with no problem, checked in one pass.
+
+A fast checker returns exactly what `check_object` returns for a valid message, or None when the message may
+have a problem (or is merely unusual: non-ASCII text, an integer beyond 2^53 in a float field); the caller then
+runs `check_object`, which names every problem. So the rules and their messages live only in `fields.py`; this
+module repeats no rule that could disagree without `tests/test_fuzz.py` seeing it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from schemas.fields import TS_MAX_MS, Field
+
+FastChecker = Callable[[Any], dict[str, Any] | None]
+EXACT_INT = 2**53  # integers up to this convert to float exactly, so float and int comparisons agree
+
+
+def fast_checker(name: str, specs: tuple[Field, ...]) -> FastChecker:
+    """A function `name(message)`: the normalised message when it is valid under `specs`, else None."""
+    namespace: dict[str, Any] = {"TS_MAX_MS": TS_MAX_MS, "EXACT_INT": EXACT_INT}
+    lines = [f"def {name}(message):", "    if type(message) is not dict:", "        return None",
+             "    get = message.get"]
+    for i, spec in enumerate(specs):
+        namespace[f"spec{i}"] = spec
+        lines += [f"    v{i} = get({spec.name!r})", f"    if v{i} is None:"]
+        if spec.required is True and not spec.nullable:
+            lines.append("        return None")
+        else:
+            lines.append(f"        if spec{i}.is_missing(message):\n            return None")
+        lines.append("    else:")
+        lines += [f"        {line}" for line in _value_lines(spec, f"v{i}", f"spec{i}", namespace)]
+    lines.append(f"    return {{{', '.join(f'{spec.out_name!r}: v{i}' for i, spec in enumerate(specs))}}}")
+    exec("\n".join(lines), namespace)  # names are checked identifiers of our own specs
+    checker = namespace[name]
+    checker.__doc__ = f"The normalised message of fields {', '.join(s.name for s in specs)} when valid, else None."
+    return checker
+
+
+def _value_lines(spec: Field, v: str, s: str, namespace: dict[str, Any]) -> list[str]:
+    """Statements that leave the normalised value of a present field in `v`, or return None."""
+    if spec.kind == "str":
+        tests = [f"type({v}) is not str", f"not {v}.isascii()", f"len({v}) < {spec.min_len or 0}"]
+        if spec.max_len is not None:
+            tests.append(f"len({v}) > {spec.max_len}")
+        if spec.pattern is not None and (chars := _char_class(spec.pattern)) is not None:
+            namespace[f"{s}_chars"] = chars  # all of the string in the class: nothing left once they are stripped
+            tests += [f"not {v}", f"{v}.strip({s}_chars)"]
+        elif spec.pattern is not None:
+            tests.append(f"{s}.pattern.fullmatch({v}) is None")
+        return [f"if {' or '.join(tests)}:", "    return None"]
+    if spec.kind == "enum":
+        namespace[f"{s}_choices"] = frozenset(spec.choices)
+        return [f"if type({v}) is not str or {v} not in {s}_choices:", "    return None"]
+    if spec.kind == "bool":
+        return [f"if type({v}) is not bool:", "    return None"]
+    if spec.kind in ("float", "int"):
+        return _number_lines(spec, v, s)
+    if spec.kind == "ts":
+        return [f"if type({v}) is not int or not 0 <= {v} < TS_MAX_MS:",
+                f"    {v}, reason = {s}.check({v})", "    if reason is not None:", "        return None"]
+    namespace[f"{s}_items"] = fast_checker(f"{spec.name}_item", spec.items)
+    if spec.kind == "object":
+        return [f"{v} = {s}_items({v})", f"if {v} is None:", "    return None"]
+    return [  # a list of objects
+        f"if type({v}) is not list or len({v}) < {spec.min_len or 0}"
+        + (f" or len({v}) > {spec.max_len}:" if spec.max_len is not None else ":"),
+        "    return None",
+        "items = []",
+        f"for item in {v}:",
+        f"    item = {s}_items(item)",
+        "    if item is None:",
+        "        return None",
+        "    items.append(item)",
+        f"{v} = items",
+    ]
+
+
+def _char_class(pattern: re.Pattern[str]) -> str | None:
+    """The ASCII characters of a `[...]+` pattern, as the regex engine itself matches them; None for any other
+    pattern. A non-empty ASCII string matches such a pattern exactly when it holds only these characters."""
+    text = pattern.pattern
+    if not (text.startswith("[") and text.endswith("]+")) or "]" in text[1:-2] or "\\" in text:
+        return None
+    return "".join(c for c in map(chr, range(128)) if pattern.fullmatch(c))
+
+
+def _number_lines(spec: Field, v: str, s: str) -> list[str]:
+    """A float field takes a float or an exact integer (as a float); an int field an exact integer only."""
+    if spec.kind == "float":
+        lines = [f"if type({v}) is not float:", f"    if type({v}) is not int or not -EXACT_INT <= {v} <= EXACT_INT:",
+                 "        return None", f"    {v} = float({v})"]
+        tests = [f"{v} - {v} != 0.0"]  # NaN and infinities
+    else:
+        lines = []
+        tests = [f"type({v}) is not int", f"not -EXACT_INT <= {v} <= EXACT_INT"]
+    for bound, test in (("ge", "<"), ("gt", "<="), ("le", ">")):
+        if getattr(spec, bound) is not None:
+            tests.append(f"{v} {test} {s}.{bound}")
+    if spec.equals is not None:
+        tests.append(f"{v} != {s}.equals")
+    return [*lines, f"if {' or '.join(tests)}:", "    return None"]
