@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka.admin import ConfigResource, ConfigResourceType
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from runtime.config import Settings
@@ -36,6 +37,20 @@ def admin_client(settings: Settings, timeout_s: float = 10.0) -> KafkaAdminClien
         bootstrap_timeout_ms=timeout_ms,
         reconnect_backoff_max_ms=1000,
     )
+
+
+def default_replication_factor(settings: Settings, timeout_s: float = 10.0) -> int:
+    """The brokers' `default.replication.factor`, which topics created without one get (as `topics create` does);
+    1, with a warning, when no broker tells."""
+    key = "default.replication.factor"
+    try:
+        with admin_client(settings, timeout_s) as admin:
+            broker = str(admin.describe_cluster()["brokers"][0]["broker_id"])
+            resource = ConfigResource(ConfigResourceType.BROKER, broker, configs=[key])
+            return int(admin.describe_configs([resource], config_filter="all")["broker"][broker][key]["value"])
+    except (KafkaError, OSError, LookupError, ValueError) as exc:
+        log.warning("could not read the brokers' %s (%s); using 1", key, exc)
+        return 1
 
 
 def _any_port_open(settings: Settings, timeout_s: float) -> bool:

@@ -32,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from featurestore import close_stores, open_store
 from runtime.config import Settings, load_settings
 from runtime.kafka_clients import faust_options
+from runtime.topics import default_replication_factor
 from scorer import metrics
 from scorer.membership import claim_instance_id
 from scorer.reader import resolve_mode
@@ -64,7 +65,7 @@ def faust_app(settings: Settings, handle: BatchHandler) -> faust.App:
         broker_session_timeout=settings.scorer_session_timeout_s,
         consumer_group_instance_id=settings.scorer_instance_id or claim_instance_id(datadir.parent / "members"),
         producer_linger_ms=0,
-        topic_replication_factor=1,
+        topic_replication_factor=default_replication_factor(settings),  # its own topics survive a broker
     )
     requests = app.topic(settings.topic_score_requests, key_serializer="raw", value_serializer="raw")
     limit = max(1, settings.scorer_batch_max)

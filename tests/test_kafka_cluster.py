@@ -164,6 +164,9 @@ def test_losing_a_broker_mid_replay_loses_nothing(cluster: Settings, tmp_path: P
         _produce(settings, settings.topic_trip_events, events[:1], EVENT_RATE)  # both services warm before the loss
         _produce(settings, settings.topic_score_requests, requests[:1], REQUEST_RATE)
         assert warm.result(), "the scorer answers"
+        with admin_client(settings) as admin:  # Faust's own topic is replicated like ours (the brokers' default)
+            leader_topic = admin.describe_topics([f"{settings.scorer_app_id}-__assignor-__leader"])[0]
+        assert {len(p["replica_nodes"]) for p in leader_topic["partitions"]} == {BROKERS}, leader_topic
         pending = {rid: client.expect(rid, timeout=300) for rid, _ in requests[1:]}
         assert _caught_up(settings, {events[0][0]: events[0][1]["ts"]}, timeout=180), "the streaming job writes"
         node, pid = _victim(cluster, list(names.values()))
