@@ -230,6 +230,22 @@ def test_an_event_older_than_the_watermark_but_after_the_drivers_state_is_folded
     assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "late"}) == 0
 
 
+def test_an_event_time_far_in_the_future_makes_no_other_event_late(spark, settings, tmp_path):
+    """A device whose clock is 10 years ahead: its event is folded for its driver, but the watermark stays behind
+    the batch's clock, so another driver's event 2 s out of order is still folded in its place."""
+    soon = int(time.time() * 1000) + 120_000  # live events a little ahead of the clock: never behind the watermark
+    produce(settings, [
+        event("f1", "shift_started", soon + 10 * 365 * 86_400_000, "drv-ahead"),
+        event("z1", "shift_started", soon, "drv-z"),
+        event("z3", "trip_offered", soon + 3_000, "drv-z", "t1"),
+        event("z2", "trip_offered", soon + 1_000, "drv-z", "t0"),  # 2 s out of order, in a later batch
+    ])
+    metrics = stream(spark, settings, tmp_path, max_offsets=1)
+    got = records(settings, ["drv-ahead", "drv-z"])
+    assert got["drv-z"]["_n_events"] == 3 and got["drv-ahead"]["_n_events"] == 1
+    assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "late"}) == 0
+
+
 def _batch_ids(folder: Path) -> list[int]:
     return sorted(int(p.name) for p in folder.glob("[0-9]*")) if folder.is_dir() else []
 
