@@ -104,7 +104,8 @@ def parsed_stream(spark: SparkSession, settings: Settings, options: StreamOption
 def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
     """The streaming DataFrame of per-driver outputs (records, dead letters, duplicate counts)."""
     watermarked = (
-        parsed_stream(spark, settings, options).withColumn(EVENT_TIME, F.timestamp_millis("ts_ms")).drop("ts_ms")
+        parsed_stream(spark, settings, options).select("driver_id", F.timestamp_millis("ts_ms").alias(EVENT_TIME),
+                                                       "events")
         .withWatermark(EVENT_TIME, f"{int(options.watermark_s * 1000)} milliseconds")
         .drop(EVENT_TIME)  # the operator would drop rows older than the watermark unseen: the late policy is ours
     )
@@ -118,10 +119,14 @@ def job_session(settings: Settings, options: StreamOptions, app_name: str) -> Sp
 
 
 def stream_session(spark: SparkSession, options: StreamOptions) -> SparkSession:
-    """A session of its own for the query (sharing the SparkContext), with `stream_conf`."""
+    """A session of its own for the query (sharing the SparkContext), with the SQL settings of `stream_conf`;
+    the others (the JVM's and Python workers', e.g. `spark.python.*`) apply only at launch (`job_session`)."""
     session = spark.newSession()
     for key, value in stream_conf(options).items():
-        session.conf.set(key, value)
+        if session.conf.isModifiable(key):
+            session.conf.set(key, value)
+        elif session.conf.get(key, None) != value:
+            log.warning("Spark setting %s=%s ignored: it applies only when the job launches its JVM", key, value)
     return session
 
 
