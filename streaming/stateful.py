@@ -1,6 +1,6 @@
 """Stage 2 of the stream: the per-driver update, one call per driver and micro-batch, in `transformWithState`.
 
-The row-based processor with one value state per driver (the JSON document of `driver_state.advance`) replaced
+The row-based processor with one value state per driver (the document of `driver_state.advance`) replaced
 `applyInPandasWithState`, which built pandas frames for every driver's input and output: at 5,000 events/s its
 Python time per driver and batch was about 2.5 times the processor's (streaming/README.md, Performance).
 """

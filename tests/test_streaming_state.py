@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import random
 
 from features.fold import fold
-from streaming.driver_state import advance
+from streaming.driver_state import advance, load_state
 
 MIN = 60_000
 EVENTS = [
@@ -55,8 +54,8 @@ def test_out_of_order_within_the_watermark_equals_in_order():
 
 def test_committed_state_only_holds_events_up_to_the_watermark():
     result = advance(None, EVENTS, watermark_ms=25 * MIN)
-    doc = json.loads(result.state)
-    assert doc["c"] == fold(EVENTS[:6]).to_bins() and [tuple(e) for e in doc["d"]] == EVENTS[:6]
+    doc = load_state(result.state)
+    assert doc["c"] == fold(EVENTS[:6]).to_bins() and doc["d"] == EVENTS[:6]
     assert [e[1] for e in doc["p"]] == ["e06", "e07", "e08", "e09", "e10"]
     assert doc["v"] == result.visible == fold(EVENTS).to_bins()
 
