@@ -20,6 +20,7 @@ continues a backfill; events that record already covers are duplicates: dropped 
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,9 @@ def _promote(committed: DriverState, pending: list[EventTuple], watermark_ms: in
 def load_state(saved: str) -> dict[str, Any]:
     """A saved state's document: "c" the committed bins (None before any), "p" the pending events, "d" the
     remembered committed ones, "v" the visible bins when there are pending events."""
+    if saved.startswith("{"):  # JSON, as written before the pickle: a checkpoint of an earlier version resumes
+        doc = json.loads(saved)
+        return {**doc, "p": [tuple(e) for e in doc["p"]], "d": [tuple(e) for e in doc.get("d", [])]}
     return pickle.loads(saved.encode("latin-1"))
 
 
