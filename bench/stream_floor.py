@@ -36,12 +36,13 @@ class CountingSink(BatchSink):
 
     def write(self, table: pa.Table, batch_id: int) -> SinkStats:
         done_ms = time.time_ns() // 1_000_000
-        counts = pc.value_counts(table.column("ts_ms")).to_pylist()
+        times = pc.list_flatten(table.column("event_ms"))
+        counts = pc.value_counts(times).to_pylist()
         ts_counts = [[c["values"], c["counts"]] for c in counts if c["values"] is not None]
         self.out.write(json.dumps({"batch": batch_id, "done_ms": done_ms, "ts_counts": ts_counts}) + "\n")
         self.out.flush()
         lags = [done_ms - ts for ts, n in ts_counts for _ in range(n)]
-        return SinkStats(batch_id=batch_id, records=0, written=0, invalid=table.column("ts_ms").null_count, late=0,
+        return SinkStats(batch_id=batch_id, records=0, written=0, invalid=times.null_count, late=0,
                          duplicates=0, lag_s=lag_quantiles(lags))
 
 
@@ -58,7 +59,7 @@ def main(argv: list[str]) -> int:
         session = stream_session(spark, options)
         metrics = StreamMetrics(options.metrics_port, settings.web_bind)
         with counts_path.open("a") as out:
-            drive(session, parsed_stream(session, settings, options).select("ts_ms"), options,
+            drive(session, parsed_stream(session, settings, options).select("event_ms"), options,
                   CountingSink(metrics, out), metrics, stop)
     finally:
         spark.stop()

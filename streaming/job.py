@@ -104,10 +104,12 @@ def parsed_stream(spark: SparkSession, settings: Settings, options: StreamOption
 def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
     """The streaming DataFrame of per-driver outputs (records, dead letters, duplicate counts)."""
     watermarked = (
-        parsed_stream(spark, settings, options)
-        # the watermark never runs ahead of the batch's clock: one event from a device whose clock is years ahead
-        # would otherwise make every other driver's out-of-order events late (the event itself is still folded)
-        .withColumn(EVENT_TIME, F.least(F.timestamp_millis("ts_ms"), F.current_timestamp())).drop("ts_ms")
+        parsed_stream(spark, settings, options).select(
+            "driver_id",
+            # the watermark never runs ahead of the batch's clock: one event from a device whose clock is years
+            # ahead would otherwise make every other driver's out-of-order events late (it is still folded)
+            F.least(F.timestamp_millis("ts_ms"), F.current_timestamp()).alias(EVENT_TIME),
+            "events")
         .withWatermark(EVENT_TIME, f"{int(options.watermark_s * 1000)} milliseconds")
         .drop(EVENT_TIME)  # the operator would drop rows older than the watermark unseen: the late policy is ours
     )
@@ -121,10 +123,14 @@ def job_session(settings: Settings, options: StreamOptions, app_name: str) -> Sp
 
 
 def stream_session(spark: SparkSession, options: StreamOptions) -> SparkSession:
-    """A session of its own for the query (sharing the SparkContext), with `stream_conf`."""
+    """A session of its own for the query (sharing the SparkContext), with the SQL settings of `stream_conf`;
+    the others (the JVM's and Python workers', e.g. `spark.python.*`) apply only at launch (`job_session`)."""
     session = spark.newSession()
     for key, value in stream_conf(options).items():
-        session.conf.set(key, value)
+        if session.conf.isModifiable(key):
+            session.conf.set(key, value)
+        elif session.conf.get(key, None) != value:
+            log.warning("Spark setting %s=%s ignored: it applies only when the job launches its JVM", key, value)
     return session
 
 

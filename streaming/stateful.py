@@ -1,6 +1,6 @@
 """Stage 2 of the stream: the per-driver update, one call per driver and micro-batch, in `transformWithState`.
 
-The row-based processor with one value state per driver (the JSON document of `driver_state.advance`) replaced
+The row-based processor with one value state per driver (the document of `driver_state.advance`) replaced
 `applyInPandasWithState`, which built pandas frames for every driver's input and output: at 5,000 events/s its
 Python time per driver and batch was about 2.5 times the processor's (streaming/README.md, Performance).
 """
@@ -52,12 +52,13 @@ def _seed(settings: Settings, driver_id: str) -> dict[str, Any] | None:
 
 def driver_update(settings: Settings, topic: str, driver_id: str, cells: list[bytes], saved: str | None,
                   watermark_ms: int) -> tuple[str | None, list[OutputRow]]:
-    """One driver's events of a batch folded into its saved state: (the new state or None to keep it, output rows).
+    """One driver's events of a batch (its `events` cells of stage 1) folded into its saved state: (the new state or
+    None to keep it, output rows).
 
     Records of the invalid key become dead letters; a driver whose fold raises has its events dead-lettered and
     its state kept (the per-driver guard).
     """
-    events = [unpack(cell) for cell in cells]
+    events = [event for cell in cells for event in unpack(cell)]
     if driver_id == INVALID_KEY:
         return None, [_dead_row(INVALID, e, decode_trip_event(e.value)[1], topic) for e in events]
     seed = None if saved is not None else _seed(settings, driver_id)
@@ -86,7 +87,7 @@ class DriverProcessor(StatefulProcessor):
 
     def handleInputRows(self, key: tuple[Any, ...], rows: Iterator[Row], timerValues: TimerValues) -> Iterator[Row]:
         driver_id = key[0]
-        cells = [row.event for row in rows]
+        cells = [row.events for row in rows]
         saved = None if driver_id == INVALID_KEY else self.state.get()
         state, out = driver_update(self.settings, self.topic, driver_id, cells, saved and saved[0],
                                    timerValues.getCurrentWatermarkInMs())

@@ -166,18 +166,27 @@ def test_a_valid_trip_event_is_applied_to_a_new_driver(message: dict) -> None:
 @FUZZ
 @given(st.lists(raw_messages(trip_event_values()), min_size=1, max_size=8))
 @example([NESTED, LONE_SURROGATE_ID, None])
-def test_parse_stage_gives_one_row_per_record(raws: list[bytes | None]) -> None:
+def test_parse_stage_packs_every_record_under_its_driver(raws: list[bytes | None]) -> None:
     batch = pa.RecordBatch.from_arrays(
         [pa.array([b"k"] * len(raws), pa.binary()), pa.array(raws, pa.binary()),
          pa.array([0] * len(raws), pa.int32()), pa.array(range(len(raws)), pa.int64())],
         names=list(RAW_COLUMNS))
-    out = pa.Table.from_batches(list(parse_batches(iter([batch]))))
-    assert out.num_rows == len(raws)
-    for driver_id, cell, raw in zip(out.column("driver_id").to_pylist(), out.column("event").to_pylist(), raws,
-                                    strict=True):
-        packed = unpack(cell)
-        assert (driver_id == INVALID_KEY) == (packed.fold is None) == (decode_trip_event(raw)[0] is None)
-        assert packed.value == (raw or b"")
+    out = pa.Table.from_batches(list(parse_batches(iter([batch])))).to_pylist()
+    assert len({row["driver_id"] for row in out}) == len(out)
+    packed = {row["driver_id"]: unpack(row["events"]) for row in out}
+    assert sorted(e.offset for events in packed.values() for e in events) == list(range(len(raws)))
+    for row in out:
+        events = packed[row["driver_id"]]
+        assert row["event_ms"] == [None if e.fold is None else e.fold[0] for e in events]
+        assert row["ts_ms"] == max((t for t in row["event_ms"] if t is not None), default=None)
+        assert [e.offset for e in events] == sorted(e.offset for e in events)  # Kafka order within a driver
+    for offset, raw in enumerate(raws):
+        event = decode_trip_event(raw)[0]
+        packed_event = next(e for events in packed.values() for e in events if e.offset == offset)
+        driver_id = next(d for d, events in packed.items() if packed_event in events)
+        assert (driver_id == INVALID_KEY) == (packed_event.fold is None) == (event is None)
+        assert event is None or driver_id == event["driver_id"]
+        assert packed_event.value == (raw or b"")
 
 
 @pytest.fixture(scope="module")

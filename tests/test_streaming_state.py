@@ -6,7 +6,7 @@ import json
 import random
 
 from features.fold import fold
-from streaming.driver_state import advance
+from streaming.driver_state import advance, load_state
 
 MIN = 60_000
 EVENTS = [
@@ -55,8 +55,8 @@ def test_out_of_order_within_the_watermark_equals_in_order():
 
 def test_committed_state_only_holds_events_up_to_the_watermark():
     result = advance(None, EVENTS, watermark_ms=25 * MIN)
-    doc = json.loads(result.state)
-    assert doc["c"] == fold(EVENTS[:6]).to_bins() and [tuple(e) for e in doc["d"]] == EVENTS[:6]
+    doc = load_state(result.state)
+    assert doc["c"] == fold(EVENTS[:6]).to_bins() and doc["d"] == EVENTS[:6]
     assert [e[1] for e in doc["p"]] == ["e06", "e07", "e08", "e09", "e10"]
     assert doc["v"] == result.visible == fold(EVENTS).to_bins()
 
@@ -121,3 +121,13 @@ def test_exact_duplicates_of_committed_events_are_duplicates_and_other_uses_of_t
     result = advance(first.state, [EVENTS[0], EVENTS[3], reused, reused], watermark_ms=30 * MIN)
     assert (result.duplicates, result.late) == (3, [])
     assert result.visible == fold(EVENTS[:6] + [reused]).to_bins()
+
+
+def test_a_state_saved_as_json_by_an_earlier_version_resumes_alike():
+    first = advance(None, EVENTS[:6], watermark_ms=10 * MIN)
+    doc = load_state(first.state)
+    as_json = json.dumps({**doc, "p": [list(e) for e in doc["p"]], "d": [list(e) for e in doc["d"]]})
+    assert load_state(as_json) == doc
+    resumed, kept = (advance(saved, EVENTS[6:], watermark_ms=30 * MIN) for saved in (as_json, first.state))
+    assert load_state(resumed.state) == load_state(kept.state)
+    assert resumed.visible == kept.visible == fold(EVENTS).to_bins()
