@@ -42,14 +42,8 @@ def store_features(bins: Mapping[str, Any], at_ms: int) -> list[float]:
         NAN if total is None else float(total),
     ]
 
-def request_features(
-    at_ms: int, pickup_eta_min: float, rider_rating: float, surge_multiplier: float, est_duration_min: float
-) -> list[float]:
-    """The 5 request-derived features."""
-    return [float(pickup_eta_min), *request_context(at_ms, rider_rating, surge_multiplier, est_duration_min)]
-
 def request_context(at_ms: int, rider_rating: float, surge_multiplier: float, est_duration_min: float) -> list[float]:
-    """The 4 request-derived features that every candidate of a request shares (those after `pickup_eta_min`)."""
+    """The request-derived features every candidate of a request shares: all 5 but `pickup_eta_min`, in order."""
     return [float(rider_rating), float(surge_multiplier), float(est_duration_min), is_peak_hour(at_ms)]
 
 def model_features(
