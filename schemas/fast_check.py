@@ -2,8 +2,8 @@
 
 A fast checker returns exactly what `check_object` returns for a valid message, or None when the message may
 have a problem (or is merely unusual: non-ASCII text, an integer beyond 2^53 in a float field); the caller then
-runs `check_object`, which names every problem. So the rules and their messages live only in `fields.py`; this
-module repeats no rule that could disagree without `tests/test_fuzz.py` seeing it.
+runs `check_object`, which names every problem. The messages live only in `fields.py`; the limits are read from
+the same `Field`s, and `tests/test_fuzz.py` checks that both paths decide every input alike.
 """
 
 from __future__ import annotations
