@@ -113,7 +113,7 @@ FAST_PATH_EDGES = [  # numbers and texts where orjson, the fast check and the co
     b'{"event_id": "e", "event_type": "shift_started", "ts": 1e3, "driver_id": "d-1", "schema_version": 1.0}',
     b'{"event_id": "e", "event_type": "trip_rated", "ts": 0, "driver_id": "d", "trip_id": "t", "rating": 5}',
     b'{"event_id": "\\u00e9", "event_type": "shift_started", "ts": "1970-01-01T00:00:00Z", "driver_id": "d"}',
-    b'{"event_id": "e", "event_type": "shift_started", "ts": 0, "driver_id": "d\n"}',
+    b'{"event_id": "e", "event_type": "shift_started", "ts": 0, "driver_id": "d\\n"}',
     b'{"request_id": "r", "ts": 0, "surge_multiplier": 123456789012345678901234567890, "est_duration_min": 1, '
     b'"rider_rating": 5, "candidates": [{"driver_id": "d", "pickup_eta_min": 9007199254740993}]}',
     b'{"request_id": "r", "ts": 0, "surge_multiplier": 1, "est_duration_min": 1e400, "rider_rating": 5, '
