@@ -8,7 +8,6 @@ the same `Field`s, and `tests/test_fuzz.py` checks that both paths decide every 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -45,10 +44,7 @@ def _value_lines(spec: Field, v: str, s: str, namespace: dict[str, Any]) -> list
         tests = [f"type({v}) is not str", f"not {v}.isascii()", f"len({v}) < {spec.min_len or 0}"]
         if spec.max_len is not None:
             tests.append(f"len({v}) > {spec.max_len}")
-        if spec.pattern is not None and (chars := _char_class(spec.pattern)) is not None:
-            namespace[f"{s}_chars"] = chars  # all of the string in the class: nothing left once they are stripped
-            tests += [f"not {v}", f"{v}.strip({s}_chars)"]
-        elif spec.pattern is not None:
+        if spec.pattern is not None:
             tests.append(f"{s}.pattern.fullmatch({v}) is None")
         return [f"if {' or '.join(tests)}:", "    return None"]
     if spec.kind == "enum":
@@ -76,15 +72,6 @@ def _value_lines(spec: Field, v: str, s: str, namespace: dict[str, Any]) -> list
         "    items.append(item)",
         f"{v} = items",
     ]
-
-
-def _char_class(pattern: re.Pattern[str]) -> str | None:
-    """The ASCII characters of a `[...]+` pattern, as the regex engine itself matches them; None for any other
-    pattern. A non-empty ASCII string matches such a pattern exactly when it holds only these characters."""
-    text = pattern.pattern
-    if not (text.startswith("[") and text.endswith("]+")) or "]" in text[1:-2] or "\\" in text:
-        return None
-    return "".join(c for c in map(chr, range(128)) if pattern.fullmatch(c))
 
 
 def _number_lines(spec: Field, v: str, s: str) -> list[str]:

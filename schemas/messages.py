@@ -202,7 +202,7 @@ def decode_trip_event(raw: bytes | str | None) -> Decoded:
     if event is not None:
         return event, []
     message, problems = decode_json(raw)
-    return (None, problems) if problems else validate_trip_event(message)
+    return (None, problems) if problems else explain_trip_event(message)
 
 
 def _unique_candidates(request: dict[str, Any]) -> bool:
@@ -235,7 +235,7 @@ def decode_score_request(raw: bytes | str | None) -> Decoded:
     if request is not None and _unique_candidates(request):
         return request, []
     message, problems = decode_json(raw)
-    return (None, problems) if problems else validate_score_request(message)
+    return (None, problems) if problems else explain_score_request(message)
 
 
 def bounded(problems: Sequence[Problem]) -> list[Problem]:
