@@ -4,6 +4,7 @@ mid-replay: no event lost or double counted, every score request answered."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -43,13 +44,23 @@ REQUESTS = 300
 KILL_AFTER_S = 5.0
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
 def _free_port_run(count: int) -> int:
-    """The first of `count` consecutive free ports (the cluster's nodes take two each)."""
-    for _ in range(50):
-        base = free_port()
-        with socket.socket() as probe:
-            if all(probe.connect_ex(("127.0.0.1", base + i)) != 0 for i in range(count)):
-                return base
+    """The first of `count` consecutive ports that bind now (the cluster's nodes take two each), below Linux's
+    ephemeral range: there a port nobody listens on can still be a client socket's, and the broker's bind fails."""
+    rng = random.Random()
+    for _ in range(100):
+        base = rng.randrange(20_000, 32_000 - count)
+        if all(_bindable(base + i) for i in range(count)):
+            return base
     raise RuntimeError(f"no run of {count} free ports found")
 
 
