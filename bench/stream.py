@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)
 
 from bench.calibration import Calibration  # noqa: E402 - after the path fix
-from runtime.config import Settings  # noqa: E402
+from runtime.config import Settings, load_settings  # noqa: E402
 from runtime.kafka_clients import aiokafka_producer_options  # noqa: E402
 from runtime.processes import ServiceProcess  # noqa: E402
 from runtime.topics import count_topic  # noqa: E402
@@ -223,7 +223,6 @@ class Run:
     """One measured run: a fresh topic (and DLQ), warm-up, then the events at the rate."""
 
     def __init__(self, args: argparse.Namespace, name: str, messages: list[dict]) -> None:
-        from runtime.config import load_settings
         from runtime.topics import create_topics
 
         self.args, self.messages = args, messages
@@ -242,7 +241,7 @@ class Run:
         self.flags = ["--checkpoint", str(self.workdir / "checkpoint"), "--metrics-port", "0",
                       "--starting-offsets", "earliest", "--trigger-ms", str(args.trigger_ms),
                       "--max-offsets-per-trigger", str(args.max_offsets), "--partitions", str(args.partitions),
-                      *(f"--conf={setting}" for setting in args.conf)]
+                      "--state-buckets", str(args.state_buckets), *(f"--conf={setting}" for setting in args.conf)]
 
     def send(self, messages: list[dict], rate: float, sent_ms: dict[str, list[int]]) -> float:
         """`produce` into this run's topic."""
@@ -313,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trigger-ms", type=int, default=1000, help="job trigger interval (default 1000)")
     parser.add_argument("--max-offsets", type=int, default=200_000, help="job maxOffsetsPerTrigger (default 200000)")
     parser.add_argument("--partitions", type=int, default=2, help="job tasks per stage (default 2)")
+    parser.add_argument("--state-buckets", type=int, default=load_settings().stream_state_buckets,
+                        help="the job's state buckets (default: TRIPSCORE_STREAM_STATE_BUCKETS, else 256)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                         help="a Spark setting for both runs (repeatable), as `tripscore stream --conf`")
     parser.add_argument("--sample", type=int, default=200, help="drivers polled for lag (default 200)")
@@ -351,7 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"phase medians (ms), floor: {floor['phase_p50_ms']}")
     print(f"(logs: {args.workdir}/stream/stream.log, {args.workdir}/floor/floor.log)")
     print(json.dumps({
-        "bench": "stream", "events": len(messages), "rate": args.rate, "conf": args.conf,
+        "bench": "stream", "events": len(messages), "rate": args.rate, "state_buckets": args.state_buckets,
+        "conf": args.conf,
         "throughput_eps": round(job["throughput_eps"], 1), "lag_p50_s": round(job["lag_p50_s"], 3),
         "lag_p99_s": round(job["lag_p99_s"], 3), "dlq": job["dlq"],
         "floor_throughput_eps": round(floor["throughput_eps"], 1), "floor_lag_p99_s": round(floor["lag_p99_s"], 3),

@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--partitions", type=int,
                    help="tasks per stage: Kafka partitions are coalesced to this many, and a new checkpoint's state "
                         "gets this many partitions (default 2)")
+    p.add_argument("--state-buckets", type=int,
+                   help="buckets the drivers' state is kept in, fixed by a new checkpoint: about the number of drivers "
+                        "/ 16 (default 256)")
     p.add_argument("--write-batch", type=int, help="records per store write call (default 5000)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default 9108)")
     p.add_argument("--conf", action="append", type=_spark_setting, metavar="KEY=VALUE",
@@ -54,7 +57,7 @@ def stream_options(settings: Settings, args: argparse.Namespace) -> StreamOption
         settings, topic=args.topic, checkpoint=args.checkpoint, starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger, trigger_ms=args.trigger_ms,
         available_now=args.available_now, watermark_s=args.watermark_s, partitions=args.partitions,
-        write_batch=args.write_batch, metrics_port=args.metrics_port,
+        state_buckets=args.state_buckets, write_batch=args.write_batch, metrics_port=args.metrics_port,
         spark_conf=tuple(args.conf) if args.conf else None,
     )
 
@@ -75,6 +78,7 @@ def stop_on_signals() -> threading.Event:
 def _stream(args: argparse.Namespace) -> int:
     from runtime.kafka_clients import check_access
     from runtime.retry import GaveUp
+    from streaming.checkpoint import CheckpointMismatch
     from streaming.job import job_session, run
 
     settings = load_settings()
@@ -87,6 +91,9 @@ def _stream(args: argparse.Namespace) -> int:
     except GaveUp as exc:
         log.error("stream stopped: %s", exc)
         return 1
+    except CheckpointMismatch as exc:
+        log.error("stream not started: %s", exc)
+        return 2
     finally:
         spark.stop()
     return 0

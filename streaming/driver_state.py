@@ -20,7 +20,6 @@ continues a backfill; events that record already covers are duplicates: dropped 
 
 from __future__ import annotations
 
-import json
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -76,20 +75,16 @@ def _promote(committed: DriverState, pending: list[EventTuple], watermark_ms: in
     return pending[ready:]
 
 
-def load_state(saved: str) -> dict[str, Any]:
-    """A saved state's document: "c" the committed bins (None before any), "p" the pending events, "d" the
-    remembered committed ones, "v" the visible bins when there are pending events."""
-    if saved.startswith("{"):  # JSON, as written before the pickle: a checkpoint of an earlier version resumes
-        doc = json.loads(saved)
-        return {**doc, "p": [tuple(e) for e in doc["p"]], "d": [tuple(e) for e in doc.get("d", [])]}
+def load_state(saved: str) -> Any:
+    """The inverse of `dump_state`."""
     return pickle.loads(saved.encode("latin-1"))
 
 
-def dump_state(doc: dict[str, Any]) -> str:
-    """The inverse of `load_state`: a pickle (a format every later Python reads; the state outlives the job's
-    Python), at a third of JSON's cost for these lists of tuples, as a latin-1 string: a binary value state came
-    back from Spark 4.2's state server as the Java array's name (`[B@...`), a string value state intact."""
-    return pickle.dumps(doc, protocol=5).decode("latin-1")
+def dump_state(state: Any) -> str:
+    """Spark state as text: a pickle (a format every later Python reads; the state outlives the job's Python), at a
+    third of JSON's cost for these lists of tuples, as latin-1: a binary value state came back from Spark 4.2's state
+    server as the Java array's name (`[B@...`), a string value state intact."""
+    return pickle.dumps(state, protocol=5).decode("latin-1")
 
 
 def advance(saved: str | None, events: Sequence[EventTuple], watermark_ms: int,
@@ -132,6 +127,8 @@ def advance(saved: str | None, events: Sequence[EventTuple], watermark_ms: int,
         visible_bins = result.visible = visible.to_bins()
         result.accepted_ms = [e[0] for e in accepted]
     pending = _promote(committed, pending, watermark_ms, remembered)
+    # the committed bins (None before any), the pending events, the remembered committed ones, and the visible bins
+    # when there are pending events
     doc = {"c": committed.to_bins() if committed.event_ms >= 0 else None, "p": pending, "d": remembered}
     if pending:
         doc["v"] = visible_bins

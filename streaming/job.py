@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -19,10 +20,11 @@ from runtime.config import Settings
 from runtime.kafka_clients import spark_kafka_options
 from runtime.retry import Interrupted, gave_up_in
 from runtime.spark import spark_session
+from streaming.checkpoint import check_layout
 from streaming.metrics import StreamMetrics
 from streaming.parse import PARSED_SCHEMA, RAW_COLUMNS, parse_batches
 from streaming.sink import BatchSink, Sink
-from streaming.stateful import OUTPUT_SCHEMA, DriverProcessor
+from streaming.stateful import OUTPUT_SCHEMA, BucketProcessor
 
 log = logging.getLogger(__name__)
 ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
@@ -50,6 +52,7 @@ class StreamOptions:
     available_now: bool
     watermark_s: float
     partitions: int
+    state_buckets: int
     write_batch: int
     metrics_port: int
     spark_conf: tuple[tuple[str, str], ...] = ()  # Spark settings over `stream_conf` (`--conf key=value`)
@@ -66,6 +69,7 @@ class StreamOptions:
             "available_now": False,
             "watermark_s": settings.stream_watermark_s,
             "partitions": settings.stream_partitions,
+            "state_buckets": settings.stream_state_buckets,
             "write_batch": settings.stream_write_batch,
             "metrics_port": settings.stream_metrics_port,
         }
@@ -98,14 +102,15 @@ def parsed_stream(spark: SparkSession, settings: Settings, options: StreamOption
         .option("maxOffsetsPerTrigger", options.max_offsets_per_trigger)
         .load()
     )
-    return raw.select(*RAW_COLUMNS).coalesce(options.partitions).mapInArrow(parse_batches, PARSED_SCHEMA)
+    parse = functools.partial(parse_batches, buckets=options.state_buckets)
+    return raw.select(*RAW_COLUMNS).coalesce(options.partitions).mapInArrow(parse, PARSED_SCHEMA)
 
 
 def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
     """The streaming DataFrame of per-driver outputs (records, dead letters, duplicate counts)."""
     watermarked = (
         parsed_stream(spark, settings, options).select(
-            "driver_id",
+            "bucket",
             # the watermark never runs ahead of the batch's clock: one event from a device whose clock is years
             # ahead would otherwise make every other driver's out-of-order events late (it is still folded);
             # invalid records have no time and stay null (`least` alone would give them the clock)
@@ -115,8 +120,8 @@ def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions
         .withWatermark(EVENT_TIME, f"{int(options.watermark_s * 1000)} milliseconds")
         .drop(EVENT_TIME)  # the operator would drop rows older than the watermark unseen: the late policy is ours
     )
-    return watermarked.groupBy("driver_id").transformWithState(
-        DriverProcessor(settings, options.topic), OUTPUT_SCHEMA, "Update", "EventTime")
+    return watermarked.groupBy("bucket").transformWithState(
+        BucketProcessor(settings, options.topic), OUTPUT_SCHEMA, "Update", "EventTime")
 
 
 def job_session(settings: Settings, options: StreamOptions, app_name: str) -> SparkSession:
@@ -194,6 +199,7 @@ def run(spark: SparkSession, settings: Settings, options: StreamOptions,
     dependency stayed down past the give-up time)."""
     settings = settings.with_overrides(sqlite_path=settings.sqlite_file.resolve())  # executors open it too
     open_store(settings)  # fail fast, and create a new SQLite file before executors race to
+    check_layout(options.checkpoint, options.state_buckets)
     metrics = StreamMetrics(options.metrics_port, settings.web_bind)
     sink = Sink(settings, options.write_batch, metrics.observe_sink, stop)
     session = stream_session(spark, options)

@@ -1,8 +1,10 @@
-"""Stage 2 of the stream: the per-driver update, one call per driver and micro-batch, in `transformWithState`.
+"""Stage 2 of the stream: the per-driver update in `transformWithState`, one call per state bucket and micro-batch.
 
-The row-based processor with one value state per driver (the document of `driver_state.advance`) replaced
-`applyInPandasWithState`, which built pandas frames for every driver's input and output: at 5,000 events/s its
-Python time per driver and batch was about 2.5 times the processor's (streaming/README.md, Performance).
+The row-based processor keeps one value state per bucket of drivers (`parse.bucket_of`): each driver's document
+(`driver_state.advance`) by driver id. Every key costs three synchronous round trips to Spark's state server (set
+the key, get, update), which took most of a batch when the key was the driver; a bucket pays them once for all its
+drivers in the batch (streaming/README.md, Levers measured). `applyInPandasWithState`, before, built pandas frames
+for every driver's input and output.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from runtime.config import Settings
 from runtime.retry import retry
 from schemas.features import BIN_NAMES
 from schemas.messages import MESSAGE, dead_letter, decode_trip_event, encode
-from streaming.driver_state import LATE_FIELD, advance
+from streaming.driver_state import LATE_FIELD, advance, dump_state, load_state
 from streaming.parse import INVALID_KEY, PackedEvent, unpack
 
 RECORD, INVALID, LATE, DUPLICATE = "record", "invalid", "late", "duplicate"
@@ -30,7 +32,7 @@ OUTPUT_SCHEMA = StructType([
     StructField("key", BinaryType()),  # record: the driver id; dead letter: the original Kafka key
     StructField("payload", BinaryType()),  # record: JSON [bins, event times]; dead letter: DeadLetter; duplicate: n
 ])
-STATE_SCHEMA = StructType([StructField("state", StringType(), False)])
+STATE_SCHEMA = StructType([StructField("drivers", StringType(), False)])  # `dump_state` of {driver id: its state}
 
 OutputRow = tuple[str, bytes | None, bytes]
 
@@ -50,15 +52,13 @@ def _seed(settings: Settings, driver_id: str) -> dict[str, Any] | None:
                  retry_on=(StoreError,), fatal=(BadInput,))[0].bins
 
 
-def driver_update(settings: Settings, topic: str, driver_id: str, cells: list[bytes], saved: str | None,
+def driver_update(settings: Settings, topic: str, driver_id: str, events: list[PackedEvent], saved: str | None,
                   watermark_ms: int) -> tuple[str | None, list[OutputRow]]:
-    """One driver's events of a batch (its `events` cells of stage 1) folded into its saved state: (the new state or
-    None to keep it, output rows).
+    """One driver's events of a batch folded into its saved state: (the new state or None to keep it, output rows).
 
     Records of the invalid key become dead letters; a driver whose fold raises has its events dead-lettered and
     its state kept (the per-driver guard).
     """
-    events = [event for cell in cells for event in unpack(cell)]
     if driver_id == INVALID_KEY:
         return None, [_dead_row(INVALID, e, decode_trip_event(e.value)[1], topic) for e in events]
     seed = None if saved is not None else _seed(settings, driver_id)
@@ -76,20 +76,37 @@ def driver_update(settings: Settings, topic: str, driver_id: str, cells: list[by
     return result.state, rows
 
 
-class DriverProcessor(StatefulProcessor):
-    """The `transformWithState` processor (rows, event time): one value state per driver, `driver_update`."""
+def bucket_update(settings: Settings, topic: str, cells: list[bytes], saved: str | None,
+                  watermark_ms: int) -> tuple[str | None, list[OutputRow]]:
+    """One state bucket's `events` cells of a batch, `driver_update` for each of their drivers: (the bucket's new
+    state or None to keep it, output rows)."""
+    events: dict[str, list[PackedEvent]] = {}
+    for cell in cells:
+        for driver_id, driver_events in unpack(cell).items():
+            events.setdefault(driver_id, []).extend(driver_events)
+    states: dict[str, str] = {} if saved is None else load_state(saved)
+    changed, rows = False, []
+    for driver_id, driver_events in events.items():
+        state, out = driver_update(settings, topic, driver_id, driver_events, states.get(driver_id), watermark_ms)
+        rows += out
+        if state is not None:
+            states[driver_id], changed = state, True
+    return (dump_state(states) if changed else None), rows
+
+
+class BucketProcessor(StatefulProcessor):
+    """The `transformWithState` processor (rows, event time): one value state per bucket of drivers, `bucket_update`."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.settings, self.topic = settings, topic
 
     def init(self, handle: StatefulProcessorHandle) -> None:
-        self.state = handle.getValueState("state", STATE_SCHEMA)
+        self.state = handle.getValueState("drivers", STATE_SCHEMA)
 
     def handleInputRows(self, key: tuple[Any, ...], rows: Iterator[Row], timerValues: TimerValues) -> Iterator[Row]:
-        driver_id = key[0]
         cells = [row.events for row in rows]
-        saved = None if driver_id == INVALID_KEY else self.state.get()
-        state, out = driver_update(self.settings, self.topic, driver_id, cells, saved and saved[0],
+        saved = self.state.get()
+        state, out = bucket_update(self.settings, self.topic, cells, saved and saved[0],
                                    timerValues.getCurrentWatermarkInMs())
         if state is not None:
             self.state.update((state,))

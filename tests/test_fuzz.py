@@ -42,7 +42,7 @@ from schemas.messages import (
 )
 from scorer.service import Incoming, Origin, Scorer
 from streaming.driver_state import advance
-from streaming.parse import INVALID_KEY, RAW_COLUMNS, parse_batches, unpack
+from streaming.parse import INVALID_KEY, RAW_COLUMNS, bucket_of, parse_batches, unpack
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
@@ -54,6 +54,7 @@ BEFORE_1970 = b'{"event_id": "e", "event_type": "shift_started", "ts": "1969-12-
 KNOWN_DRIVERS = 5
 FRESH_MS = int(time.time() * 1000)
 HUGE_ORIGINAL = b'{"event_id": "' + b"x" * 2_000_000 + b'"}'
+PARSE_BUCKETS = 3  # few buckets: several drivers share one
 
 
 def _fold_tuple(event: dict) -> tuple:
@@ -166,19 +167,24 @@ def test_a_valid_trip_event_is_applied_to_a_new_driver(message: dict) -> None:
 @FUZZ
 @given(st.lists(raw_messages(trip_event_values()), min_size=1, max_size=8))
 @example([NESTED, LONE_SURROGATE_ID, None])
-def test_parse_stage_packs_every_record_under_its_driver(raws: list[bytes | None]) -> None:
+def test_parse_stage_packs_every_record_under_its_driver_and_bucket(raws: list[bytes | None]) -> None:
     batch = pa.RecordBatch.from_arrays(
         [pa.array([b"k"] * len(raws), pa.binary()), pa.array(raws, pa.binary()),
          pa.array([0] * len(raws), pa.int32()), pa.array(range(len(raws)), pa.int64())],
         names=list(RAW_COLUMNS))
-    out = pa.Table.from_batches(list(parse_batches(iter([batch])))).to_pylist()
-    assert len({row["driver_id"] for row in out}) == len(out)
-    packed = {row["driver_id"]: unpack(row["events"]) for row in out}
-    assert sorted(e.offset for events in packed.values() for e in events) == list(range(len(raws)))
+    out = pa.Table.from_batches(list(parse_batches(iter([batch]), buckets=PARSE_BUCKETS))).to_pylist()
+    assert len({row["bucket"] for row in out}) == len(out)
+    packed = {}
     for row in out:
-        events = packed[row["driver_id"]]
-        assert row["event_ms"] == [None if e.fold is None else e.fold[0] for e in events]
+        by_driver = unpack(row["events"])
+        assert all(bucket_of(driver_id, PARSE_BUCKETS) == row["bucket"] for driver_id in by_driver)
+        events = [e for driver_events in by_driver.values() for e in driver_events]
+        assert sorted(row["event_ms"], key=str) == sorted((None if e.fold is None else e.fold[0] for e in events),
+                                                          key=str)
         assert row["ts_ms"] == max((t for t in row["event_ms"] if t is not None), default=None)
+        packed.update(by_driver)
+    assert sorted(e.offset for events in packed.values() for e in events) == list(range(len(raws)))
+    for events in packed.values():
         assert [e.offset for e in events] == sorted(e.offset for e in events)  # Kafka order within a driver
     for offset, raw in enumerate(raws):
         event = decode_trip_event(raw)[0]

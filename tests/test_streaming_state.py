@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 
 from features.fold import fold
@@ -121,13 +120,3 @@ def test_exact_duplicates_of_committed_events_are_duplicates_and_other_uses_of_t
     result = advance(first.state, [EVENTS[0], EVENTS[3], reused, reused], watermark_ms=30 * MIN)
     assert (result.duplicates, result.late) == (3, [])
     assert result.visible == fold(EVENTS[:6] + [reused]).to_bins()
-
-
-def test_a_state_saved_as_json_by_an_earlier_version_resumes_alike():
-    first = advance(None, EVENTS[:6], watermark_ms=10 * MIN)
-    doc = load_state(first.state)
-    as_json = json.dumps({**doc, "p": [list(e) for e in doc["p"]], "d": [list(e) for e in doc["d"]]})
-    assert load_state(as_json) == doc
-    resumed, kept = (advance(saved, EVENTS[6:], watermark_ms=30 * MIN) for saved in (as_json, first.state))
-    assert load_state(resumed.state) == load_state(kept.state)
-    assert resumed.visible == kept.visible == fold(EVENTS).to_bins()

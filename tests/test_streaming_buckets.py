@@ -1,0 +1,125 @@
+"""Stage 2's state buckets (no Spark): drivers sharing a bucket are updated as if each were alone, and a checkpoint
+keeps the bucket count it was built with."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from runtime.config import Settings
+from streaming.checkpoint import LAYOUT_FILE, CheckpointMismatch, check_layout
+from streaming.driver_state import load_state
+from streaming.parse import INVALID_KEY, pack, unpack
+from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD, bucket_update, driver_update
+
+MIN = 60_000
+DRIVERS = ["d0", "d1", "d2", INVALID_KEY]
+POISONED = "d2"  # its events carry a rating the fold cannot add: its update raises
+TYPES = ["trip_offered", "offer_accepted", "offer_declined", "trip_completed", "trip_rated", "shift_started"]
+
+
+@st.composite
+def batches(draw: st.DrawFn) -> list[list[tuple[str, tuple]]]:
+    """Two micro-batches of (driver id, packed record), event times out of order, ids reused (duplicates)."""
+    out, offset = [], 0
+    for _ in range(2):
+        batch = []
+        for driver_id in draw(st.lists(st.sampled_from(DRIVERS), max_size=12)):
+            event_type = draw(st.sampled_from(TYPES))
+            rating = ("bad" if driver_id == POISONED else draw(st.sampled_from([None, 4.5]))) \
+                if event_type == "trip_rated" else None
+            fold = None if driver_id == INVALID_KEY else (
+                draw(st.integers(0, 40)) * MIN, f"e{draw(st.integers(0, 6))}", event_type, rating)
+            batch.append((driver_id, (fold, 0, offset, driver_id.encode(), b"{}")))
+            offset += 1
+        out.append(batch)
+    return out
+
+
+def cells(batch: list[tuple[str, tuple]]) -> list[bytes]:
+    """The batch as stage 1 could deliver it: split over two cells (two Arrow batches), records in order."""
+    halves = (batch[: len(batch) // 2], batch[len(batch) // 2:])
+    out = []
+    for half in halves:
+        by_driver: dict[str, list[tuple]] = {}
+        for driver_id, record in half:
+            by_driver.setdefault(driver_id, []).append(record)
+        out.append(pack(by_driver))
+    return out
+
+
+def outcomes(rows: list[tuple[str, bytes | None, bytes]]) -> int:
+    """How many input records the output rows account for (accepted, dead-lettered or counted as duplicates)."""
+    total = 0
+    for kind, _, payload in rows:
+        if kind == RECORD:
+            total += len(json.loads(payload)[1])
+        elif kind in (INVALID, LATE):
+            total += 1
+        elif kind == DUPLICATE:
+            total += int(payload)
+    return total
+
+
+def comparable(row: tuple[str, bytes | None, bytes]) -> tuple[str, bytes | None, bytes]:
+    """The row without its dead letter's `failed_at` (the clock)."""
+    kind, key, payload = row
+    if kind in (INVALID, LATE):
+        payload = json.dumps({**json.loads(payload), "failed_at": None}, sort_keys=True).encode()
+    return kind, key, payload
+
+
+@pytest.fixture(scope="module")
+def job_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    home = tmp_path_factory.mktemp("buckets")
+    return Settings(home=home, sqlite_path=home / "features.db")  # an empty store: every first sight seeds nothing
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(batches())
+@example([[("d0", ((MIN, "e1", "trip_completed", None), 0, 0, b"d0", b"{}")),
+           (POISONED, ((MIN, "e1", "trip_rated", "bad"), 0, 1, b"d2", b"{}"))],
+          [(POISONED, ((2 * MIN, "e2", "trip_completed", None), 0, 2, b"d2", b"{}"))]])
+def test_drivers_sharing_a_bucket_are_updated_as_if_alone(job_settings: Settings, two: list) -> None:
+    bucket_state, alone_states = None, {}
+    for number, batch in enumerate(two):
+        watermark_ms = number * 20 * MIN
+        state, rows = bucket_update(job_settings, "t", cells(batch), bucket_state, watermark_ms)
+        assert outcomes(rows) == len(batch)  # exactly one outcome per record
+        bucket_state = state or bucket_state
+        by_driver: dict[str, list] = {}
+        for cell in cells(batch):
+            for driver_id, events in unpack(cell).items():
+                by_driver.setdefault(driver_id, []).extend(events)
+        alone_rows = []
+        for driver_id, events in by_driver.items():
+            alone, out = driver_update(job_settings, "t", driver_id, events, alone_states.get(driver_id), watermark_ms)
+            alone_rows += out
+            if alone is not None:
+                alone_states[driver_id] = alone
+        assert sorted(map(comparable, rows)) == sorted(map(comparable, alone_rows))
+        assert ({} if bucket_state is None else load_state(bucket_state)) == alone_states
+
+
+def test_a_new_checkpoint_records_its_buckets_and_the_same_count_resumes(tmp_path: Path) -> None:
+    check_layout(tmp_path / "cp", 64)
+    assert json.loads((tmp_path / "cp" / LAYOUT_FILE).read_text()) == {"state_buckets": 64}
+    check_layout(tmp_path / "cp", 64)
+
+
+def test_another_bucket_count_is_refused_naming_both_and_the_setting(tmp_path: Path) -> None:
+    check_layout(tmp_path, 64)
+    with pytest.raises(CheckpointMismatch, match=r"in 64 buckets, this run asks for 128 \(--state-buckets, "
+                                                 r"TRIPSCORE_STREAM_STATE_BUCKETS\)"):
+        check_layout(tmp_path, 128)
+
+
+def test_a_checkpoint_of_the_one_state_per_driver_version_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "offsets").mkdir()
+    with pytest.raises(CheckpointMismatch, match="one state per driver; start a new --checkpoint"):
+        check_layout(tmp_path, 64)
+    assert not (tmp_path / LAYOUT_FILE).exists()
