@@ -38,7 +38,7 @@ AFTER_ANY_ID = "\uffff"  # with a store record's `_event_ms`: every event at tha
 class Advance:
     """What one micro-batch did to one driver."""
 
-    state: str  # the new Spark state (`dump_state`)
+    state: bytes  # the driver's new saved state (`dump_state`)
     visible: dict[str, Any] | None  # the record to write, None when no event was accepted
     accepted_ms: list[int] = field(default_factory=list)  # event times of the accepted events
     late: list[tuple[int, str]] = field(default_factory=list)  # (input position, reason) of late events
@@ -75,19 +75,18 @@ def _promote(committed: DriverState, pending: list[EventTuple], watermark_ms: in
     return pending[ready:]
 
 
-def load_state(saved: str) -> Any:
-    """The inverse of `dump_state`."""
-    return pickle.loads(saved.encode("latin-1"))
+def load_state(saved: bytes) -> dict[str, Any]:
+    """A driver's saved document (`advance`); the inverse of `dump_state`."""
+    return pickle.loads(saved)
 
 
-def dump_state(state: Any) -> str:
-    """Spark state as text: a pickle (a format every later Python reads; the state outlives the job's Python), at a
-    third of JSON's cost for these lists of tuples, as latin-1: a binary value state came back from Spark 4.2's state
-    server as the Java array's name (`[B@...`), a string value state intact."""
-    return pickle.dumps(state, protocol=5).decode("latin-1")
+def dump_state(doc: dict[str, Any]) -> bytes:
+    """A driver's document saved: a pickle (a format every later Python reads; the state outlives the job's Python),
+    at a third of JSON's cost for these lists of tuples."""
+    return pickle.dumps(doc, protocol=5)
 
 
-def advance(saved: str | None, events: Sequence[EventTuple], watermark_ms: int,
+def advance(saved: bytes | None, events: Sequence[EventTuple], watermark_ms: int,
             seed: Mapping[str, Any] | None = None) -> Advance:
     """Apply a micro-batch's events (any order) to a driver's saved state; `seed` is its store record on first sight."""
     if saved is not None:

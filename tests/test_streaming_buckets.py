@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 
 from runtime.config import Settings
 from streaming.checkpoint import LAYOUT_FILE, CheckpointMismatch, check_layout
-from streaming.driver_state import load_state
 from streaming.parse import INVALID_KEY, pack, unpack
-from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD, bucket_update, driver_update
+from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD, bucket_update, driver_update, load_bucket
 
 MIN = 60_000
 DRIVERS = ["d0", "d1", "d2", INVALID_KEY]
@@ -102,7 +101,7 @@ def test_drivers_sharing_a_bucket_are_updated_as_if_alone(job_settings: Settings
             if alone is not None:
                 alone_states[driver_id] = alone
         assert sorted(map(comparable, rows)) == sorted(map(comparable, alone_rows))
-        assert ({} if bucket_state is None else load_state(bucket_state)) == alone_states
+        assert ({} if bucket_state is None else load_bucket(bucket_state)) == alone_states
 
 
 def test_a_new_checkpoint_records_its_buckets_and_the_same_count_resumes(tmp_path: Path) -> None:
