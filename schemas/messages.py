@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from schemas.fast_check import fast_checker
+from schemas.fast_check import FastChecker, fast_checker
 from schemas.fields import (
     BASE64_PATTERN,
     ID_PATTERN,
@@ -180,14 +180,48 @@ def _fast_json(raw: Any) -> Any:
         return None
 
 
+def _duplicate_candidates(candidates: Sequence[dict[str, Any]]) -> list[int]:
+    """Positions of the candidates whose `driver_id` an earlier candidate already has (none, in one set, usually)."""
+    ids = [candidate["driver_id"] for candidate in candidates]
+    if len(set(ids)) == len(ids):
+        return []
+    seen: set[str] = set()
+    duplicates = []
+    for index, driver_id in enumerate(ids):
+        if driver_id in seen:
+            duplicates.append(index)
+        seen.add(driver_id)
+    return duplicates
+
+
 _fast_trip_event = fast_checker("trip_event", TRIP_EVENT)
-_fast_score_request = fast_checker("score_request", SCORE_REQUEST)
+_fast_score_request_fields = fast_checker("score_request", SCORE_REQUEST)
+
+
+def _fast_score_request(message: Any) -> dict[str, Any] | None:
+    """The fast check of a ScoreRequest: its fields, then its candidates' uniqueness."""
+    request = _fast_score_request_fields(message)
+    return request if request is not None and not _duplicate_candidates(request["candidates"]) else None
+
+
+def _validated(message: Any, fast: FastChecker, explain: Callable[[Any], Decoded]) -> Decoded:
+    """`fast`'s message when it takes it, else `explain`'s verdict (which names every problem)."""
+    valid = fast(message)
+    return (valid, []) if valid is not None else explain(message)
+
+
+def _decoded(raw: bytes | str | None, fast: FastChecker, explain: Callable[[Any], Decoded]) -> Decoded:
+    """One value in a single fast pass (orjson, `fast`) when it is valid; else the standard decoder and `explain`."""
+    valid = fast(_fast_json(raw))
+    if valid is not None:
+        return valid, []
+    message, problems = decode_json(raw)
+    return (None, problems) if problems else explain(message)
 
 
 def validate_trip_event(message: Any) -> Decoded:
     """A normalised TripEvent (timestamp as `ts_ms`) or every problem with it."""
-    event = _fast_trip_event(message)
-    return (event, []) if event is not None else explain_trip_event(message)
+    return _validated(message, _fast_trip_event, explain_trip_event)
 
 
 def explain_trip_event(message: Any) -> Decoded:
@@ -198,44 +232,27 @@ def explain_trip_event(message: Any) -> Decoded:
 @guarded
 def decode_trip_event(raw: bytes | str | None) -> Decoded:
     """Decode and validate one `trip-events` value; a valid one in a single fast pass (`fast_check`)."""
-    event = _fast_trip_event(_fast_json(raw))
-    if event is not None:
-        return event, []
-    message, problems = decode_json(raw)
-    return (None, problems) if problems else explain_trip_event(message)
-
-
-def _unique_candidates(request: dict[str, Any]) -> bool:
-    candidates = request["candidates"]
-    return len({candidate["driver_id"] for candidate in candidates}) == len(candidates)
+    return _decoded(raw, _fast_trip_event, explain_trip_event)
 
 
 def validate_score_request(message: Any) -> Decoded:
     """A normalised ScoreRequest or every problem with it (duplicate candidates included)."""
-    request = _fast_score_request(message)
-    return (request, []) if request is not None and _unique_candidates(request) else explain_score_request(message)
+    return _validated(message, _fast_score_request, explain_score_request)
 
 
 def explain_score_request(message: Any) -> Decoded:
     """The complete check of a ScoreRequest, which names every problem: where the fast path hands over."""
     request, problems = check_object(SCORE_REQUEST, message)
     if request is not None:
-        seen: set[str] = set()
-        for index, candidate in enumerate(request["candidates"]):
-            if candidate["driver_id"] in seen:
-                problems.append((f"candidates[{index}].driver_id", "duplicate candidate"))
-            seen.add(candidate["driver_id"])
+        problems += [(f"candidates[{index}].driver_id", "duplicate candidate")
+                     for index in _duplicate_candidates(request["candidates"])]
     return (None, problems) if problems else (request, [])
 
 
 @guarded
 def decode_score_request(raw: bytes | str | None) -> Decoded:
     """Decode and validate one `score-requests` value; a valid one in a single fast pass (`fast_check`)."""
-    request = _fast_score_request(_fast_json(raw))
-    if request is not None and _unique_candidates(request):
-        return request, []
-    message, problems = decode_json(raw)
-    return (None, problems) if problems else explain_score_request(message)
+    return _decoded(raw, _fast_score_request, explain_score_request)
 
 
 def bounded(problems: Sequence[Problem]) -> list[Problem]:
