@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
         session = stream_session(spark, options)
         metrics = StreamMetrics(options.metrics_port, settings.web_bind)
         with counts_path.open("a") as out:
-            drive(session, parsed_stream(session, settings, options).select("event_ms"), options,
+            drive(parsed_stream(session, settings, options).select("event_ms"), options,
                   CountingSink(metrics, out), metrics, stop)
     finally:
         spark.stop()

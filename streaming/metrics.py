@@ -6,7 +6,7 @@ import json
 import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,7 @@ class SinkStats:
     lag_s: tuple[float, float, float] | None  # event time to store write: p50, p99, max; None without records
     compute_s: float = 0.0  # the micro-batch's Spark job: source read, parse, shuffle, state operator
     write_s: float = 0.0  # DLQ and store writes
-    python_s: dict[str, float] = field(default_factory=dict)  # `PYTHON_TIMES` per plan node, summed over tasks
+    execution: Any = None  # the batch's executed query (a JVM object), kept for the debug breakdown's Python times
 
 
 def _plan_nodes(node: Any) -> Iterator[Any]:
@@ -43,10 +43,15 @@ def _plan_nodes(node: Any) -> Iterator[Any]:
         yield from _plan_nodes(children.apply(i))
 
 
-def python_seconds(query: StreamingQuery) -> dict[str, float]:
-    """Seconds the Python workers took in the query's current micro-batch, summed over tasks: `PYTHON_TIMES` of
-    each Python plan node, as {"python <node>": s, "python code <node>": s}."""
-    execution = query._jsq.streamingQuery().lastExecution()
+def last_execution(query: StreamingQuery) -> Any:
+    """The JVM object of the query's current micro-batch execution (None before the first)."""
+    return query._jsq.streamingQuery().lastExecution()
+
+
+def python_seconds(execution: Any) -> dict[str, float]:
+    """Seconds the Python workers took in a micro-batch's execution (`last_execution`), summed over tasks:
+    `PYTHON_TIMES` of each Python plan node, as {"python <node>": s, "python code <node>": s}. About a hundred
+    calls into the JVM: made off the batch's path, when its progress is logged."""
     if execution is None:
         return {}
     times: dict[str, float] = {}
@@ -59,7 +64,7 @@ def python_seconds(query: StreamingQuery) -> dict[str, float]:
     return times
 
 
-def breakdown_ms(progress: Mapping[str, Any], stats: SinkStats) -> dict[str, int]:
+def breakdown_ms(progress: Mapping[str, Any], stats: SinkStats, python_s: Mapping[str, float]) -> dict[str, int]:
     """Where one micro-batch's time went, in ms: Spark's `durationMs` and state operator figures with the sink's
     timings. `execute` is the batch's Spark job (wall time); `state`, `state_commit` and the `python` figures are
     summed over its tasks, which run in parallel; `other` is the trigger's time outside the wall-time phases."""
@@ -70,7 +75,7 @@ def breakdown_ms(progress: Mapping[str, Any], stats: SinkStats) -> dict[str, int
         "execute": round(stats.compute_s * 1000),
         "state": sum(op["allUpdatesTimeMs"] + op["allRemovalsTimeMs"] for op in operators),
         "state_commit": sum(op["commitTimeMs"] for op in operators),
-        **{name: round(seconds * 1000) for name, seconds in stats.python_s.items()},
+        **{name: round(seconds * 1000) for name, seconds in python_s.items()},
         "sink": round(stats.write_s * 1000),
         "commit": durations.get("walCommit", 0) + durations.get("commitOffsets", 0),
     }
@@ -141,7 +146,8 @@ class StreamMetrics:
         self.input_rate.set(input_rate)
         self.processed_rate.set(processed_rate)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("batch %d breakdown (ms) %s", batch_id, json.dumps(breakdown_ms(progress, stats)))
+            breakdown = breakdown_ms(progress, stats, python_seconds(stats.execution))
+            log.debug("batch %d breakdown (ms) %s", batch_id, json.dumps(breakdown))
             log.debug("batch %d durations (ms) %s; state operators %s", batch_id, dict(progress["durationMs"]),
                       [{k: op[k] for k in ("numRowsTotal", "numRowsUpdated", "memoryUsedBytes", "customMetrics")}
                        for op in progress["stateOperators"]])

@@ -26,7 +26,7 @@ from featurestore.base import BadInput, Record, StoreError
 from runtime.config import Settings
 from runtime.kafka_clients import producer_options
 from runtime.retry import retry
-from streaming.metrics import SinkStats, lag_quantiles, python_seconds
+from streaming.metrics import SinkStats, lag_quantiles, last_execution
 from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD
 
 SEND_TIMEOUT_S = 30.0
@@ -40,7 +40,7 @@ class BatchSink:
 
     def __init__(self, on_batch: Callable[[SinkStats], None]) -> None:
         self.on_batch = on_batch
-        self.query: StreamingQuery | None = None  # set once started: its plan holds the Python workers' times
+        self.query: StreamingQuery | None = None  # set once started: its executions hold the Python workers' times
         self.failure: BaseException | None = None  # why the last failed batch failed, as our code saw it
 
     def __call__(self, frame: DataFrame, batch_id: int) -> None:
@@ -54,7 +54,7 @@ class BatchSink:
             raise
         stats.compute_s, stats.write_s = computed - started, time.monotonic() - computed
         if self.query is not None and log.isEnabledFor(logging.DEBUG):  # for the breakdown, a debug line
-            stats.python_s = python_seconds(self.query)
+            stats.execution = last_execution(self.query)
         self.on_batch(stats)
 
     def write(self, table: pa.Table, batch_id: int) -> SinkStats:
