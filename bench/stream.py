@@ -40,6 +40,7 @@ from runtime.config import Settings, load_settings  # noqa: E402
 from runtime.kafka_clients import aiokafka_producer_options  # noqa: E402
 from runtime.processes import ServiceProcess  # noqa: E402
 from runtime.topics import count_topic  # noqa: E402
+from streaming.checkpoint import DEFAULT_BUCKETS  # noqa: E402
 
 THROUGHPUT_TARGET_EPS = 30_000
 THROUGHPUT_RATIO_TARGET = 0.7
@@ -312,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trigger-ms", type=int, default=1000, help="job trigger interval (default 1000)")
     parser.add_argument("--max-offsets", type=int, default=200_000, help="job maxOffsetsPerTrigger (default 200000)")
     parser.add_argument("--partitions", type=int, default=2, help="job tasks per stage (default 2)")
-    parser.add_argument("--state-buckets", type=int, default=load_settings().stream_state_buckets,
-                        help="the job's state buckets (default: TRIPSCORE_STREAM_STATE_BUCKETS, else 256)")
+    parser.add_argument("--state-buckets", type=int, default=load_settings().stream_state_buckets or DEFAULT_BUCKETS,
+                        help="the job's state buckets (default: TRIPSCORE_STREAM_STATE_BUCKETS, else the job's)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                         help="a Spark setting for both runs (repeatable), as `tripscore stream --conf`")
     parser.add_argument("--sample", type=int, default=200, help="drivers polled for lag (default 200)")

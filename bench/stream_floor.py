@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 
 from runtime.config import load_settings
 from streaming.cli import register, stop_on_signals, stream_options
-from streaming.job import drive, job_session, parsed_stream, stream_session
+from streaming.job import drive, job_session, parsed_stream, stream_session, with_layout
 from streaming.metrics import SinkStats, StreamMetrics, lag_quantiles
 from streaming.sink import BatchSink
 from tripscore.cli import configure_logging
@@ -52,7 +52,7 @@ def main(argv: list[str]) -> int:
     counts_path, args = Path(argv[0]), parser.parse_args(["stream", *argv[1:]])
     configure_logging(verbose=True)
     settings = load_settings()
-    options = stream_options(settings, args)
+    options = with_layout(stream_options(settings, args))  # the job's bucket count: the same parse stage
     stop = stop_on_signals()
     spark = job_session(settings, options, "tripscore-stream-floor")
     try:

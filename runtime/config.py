@@ -74,7 +74,8 @@ class Settings:
     stream_max_offsets: int = field(default_factory=lambda: int(_env("stream_max_offsets", "200000")))
     stream_watermark_s: float = field(default_factory=lambda: float(_env("stream_watermark_s", "10")))
     stream_partitions: int = field(default_factory=lambda: int(_env("stream_partitions", "2")))
-    stream_state_buckets: int = field(default_factory=lambda: int(_env("stream_state_buckets", "256")))
+    stream_state_buckets: int | None = field(  # None: the checkpoint's count, 64 for a new one
+        default_factory=lambda: int(b) if (b := _env("stream_state_buckets", "")) else None)
     stream_write_batch: int = field(default_factory=lambda: int(_env("stream_write_batch", "5000")))
     stream_metrics_port: int = field(default_factory=lambda: int(_env("stream_metrics_port", "9108")))
     stream_store_giveup_s: float = field(default_factory=lambda: float(_env("stream_store_giveup_s", "600")))

@@ -1,7 +1,8 @@
 """The state layout a checkpoint was built with: its drivers' state buckets, recorded at its first run.
 
 A driver's state is found under its bucket (`parse.bucket_of`), so resuming with another bucket count would read
-drivers in the wrong buckets and resurface stale states; such a run is refused with one clear line.
+drivers in the wrong buckets and resurface stale states: a run that asks for another count is refused with one
+clear line, and one that asks for none resumes with the checkpoint's.
 """
 
 from __future__ import annotations
@@ -10,26 +11,32 @@ import json
 from pathlib import Path
 
 LAYOUT_FILE = "tripscore-state.json"
+DEFAULT_BUCKETS = 64
+"""A new checkpoint's bucket count when none is asked for: 32 for each of the default 2 state partitions
+(streaming/README.md, Levers measured)."""
 
 
 class CheckpointMismatch(RuntimeError):
     """The checkpoint's state was built with another layout than this run's."""
 
 
-def check_layout(checkpoint: Path, buckets: int) -> None:
-    """Record `buckets` in a new checkpoint; raise `CheckpointMismatch` for one built with another count, or by a
-    version that kept one state per driver (it has offsets but no layout)."""
+def state_buckets(checkpoint: Path, asked: int | None) -> int:
+    """This run's bucket count: the checkpoint's own, or for a new checkpoint `asked` (else `DEFAULT_BUCKETS`),
+    recorded in it. Raises `CheckpointMismatch` when `asked` differs from the checkpoint's, or for a checkpoint of
+    the version that kept one state per driver (it has offsets but no layout)."""
     path = checkpoint / LAYOUT_FILE
     restart = "start a new --checkpoint (each driver then starts from its store record)"
     if path.exists():
         built = json.loads(path.read_text())["state_buckets"]
-        if built != buckets:
+        if asked is not None and built != asked:
             raise CheckpointMismatch(f"checkpoint {checkpoint} keeps driver state in {built} buckets, this run asks "
-                                     f"for {buckets} (--state-buckets, TRIPSCORE_STREAM_STATE_BUCKETS): use {built}, "
+                                     f"for {asked} (--state-buckets, TRIPSCORE_STREAM_STATE_BUCKETS): use {built}, "
                                      f"or {restart}")
-    elif (checkpoint / "offsets").exists():
+        return built
+    if (checkpoint / "offsets").exists():
         raise CheckpointMismatch(f"checkpoint {checkpoint} was written by a version that kept one state per driver; "
                                  f"{restart}")
-    else:
-        checkpoint.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"state_buckets": buckets}) + "\n")
+    buckets = DEFAULT_BUCKETS if asked is None else asked
+    checkpoint.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"state_buckets": buckets}) + "\n")
+    return buckets

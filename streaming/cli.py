@@ -33,8 +33,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="tasks per stage: Kafka partitions are coalesced to this many, and a new checkpoint's state "
                         "gets this many partitions (default 2)")
     p.add_argument("--state-buckets", type=int,
-                   help="buckets the drivers' state is kept in, fixed by a new checkpoint: about the number of drivers "
-                        "/ 16 (default 256)")
+                   help="buckets the drivers' state is kept in, fixed by a new checkpoint (default: the checkpoint's, "
+                        "64 for a new one; about 32 per partition)")
     p.add_argument("--write-batch", type=int, help="records per store write call (default 5000)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default 9108)")
     p.add_argument("--conf", action="append", type=_spark_setting, metavar="KEY=VALUE",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import threading
@@ -19,7 +20,7 @@ from runtime.config import Settings
 from runtime.kafka_clients import spark_kafka_options
 from runtime.retry import Interrupted, gave_up_in
 from runtime.spark import spark_session
-from streaming.checkpoint import check_layout
+from streaming.checkpoint import state_buckets
 from streaming.metrics import StreamMetrics
 from streaming.parse import PARSED_SCHEMA, RAW_COLUMNS, parse_batches
 from streaming.sink import BatchSink, Sink
@@ -55,7 +56,7 @@ class StreamOptions:
     available_now: bool
     watermark_s: float
     partitions: int
-    state_buckets: int
+    state_buckets: int | None  # None until `with_layout`: the checkpoint's count, or the default for a new one
     write_batch: int
     metrics_port: int
     spark_conf: tuple[tuple[str, str], ...] = ()  # Spark settings over `stream_conf` (`--conf key=value`)
@@ -93,6 +94,11 @@ def stream_conf(options: StreamOptions) -> dict[str, str]:
         "spark.sql.session.timeZone": "UTC",  # event times reach the update function as naive UTC
         **dict(options.spark_conf),
     }
+
+
+def with_layout(options: StreamOptions) -> StreamOptions:
+    """`options` with the bucket count of their checkpoint (`checkpoint.state_buckets`), recorded in a new one."""
+    return dataclasses.replace(options, state_buckets=state_buckets(options.checkpoint, options.state_buckets))
 
 
 def parsed_stream(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
@@ -190,7 +196,7 @@ def run(spark: SparkSession, settings: Settings, options: StreamOptions,
     dependency stayed down past the give-up time)."""
     settings = settings.with_overrides(sqlite_path=settings.sqlite_file.resolve())  # executors open it too
     open_store(settings)  # fail fast, and create a new SQLite file before executors race to
-    check_layout(options.checkpoint, options.state_buckets)
+    options = with_layout(options)
     metrics = StreamMetrics(options.metrics_port, settings.web_bind)
     sink = Sink(settings, options.write_batch, metrics.observe_sink, stop)
     session = stream_session(spark, options)

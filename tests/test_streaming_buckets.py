@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from runtime.config import Settings
-from streaming.checkpoint import LAYOUT_FILE, CheckpointMismatch, check_layout
+from streaming.checkpoint import DEFAULT_BUCKETS, LAYOUT_FILE, CheckpointMismatch, state_buckets
 from streaming.parse import INVALID_KEY, pack, unpack
 from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD, bucket_update, driver_update, load_bucket
 
@@ -104,21 +104,27 @@ def test_drivers_sharing_a_bucket_are_updated_as_if_alone(job_settings: Settings
         assert ({} if bucket_state is None else load_bucket(bucket_state)) == alone_states
 
 
-def test_a_new_checkpoint_records_its_buckets_and_the_same_count_resumes(tmp_path: Path) -> None:
-    check_layout(tmp_path / "cp", 64)
-    assert json.loads((tmp_path / "cp" / LAYOUT_FILE).read_text()) == {"state_buckets": 64}
-    check_layout(tmp_path / "cp", 64)
+def test_a_new_checkpoint_records_its_buckets_and_resumes_with_them(tmp_path: Path) -> None:
+    assert state_buckets(tmp_path / "cp", 128) == 128
+    assert json.loads((tmp_path / "cp" / LAYOUT_FILE).read_text()) == {"state_buckets": 128}
+    assert state_buckets(tmp_path / "cp", 128) == 128
+    assert state_buckets(tmp_path / "cp", None) == 128  # none asked: the checkpoint's, not the default
+
+
+def test_a_new_checkpoint_without_a_count_gets_the_default(tmp_path: Path) -> None:
+    assert state_buckets(tmp_path, None) == DEFAULT_BUCKETS
+    assert state_buckets(tmp_path, DEFAULT_BUCKETS) == DEFAULT_BUCKETS
 
 
 def test_another_bucket_count_is_refused_naming_both_and_the_setting(tmp_path: Path) -> None:
-    check_layout(tmp_path, 64)
+    state_buckets(tmp_path, 64)
     with pytest.raises(CheckpointMismatch, match=r"in 64 buckets, this run asks for 128 \(--state-buckets, "
                                                  r"TRIPSCORE_STREAM_STATE_BUCKETS\)"):
-        check_layout(tmp_path, 128)
+        state_buckets(tmp_path, 128)
 
 
 def test_a_checkpoint_of_the_one_state_per_driver_version_is_refused(tmp_path: Path) -> None:
     (tmp_path / "offsets").mkdir()
     with pytest.raises(CheckpointMismatch, match="one state per driver; start a new --checkpoint"):
-        check_layout(tmp_path, 64)
+        state_buckets(tmp_path, 64)
     assert not (tmp_path / LAYOUT_FILE).exists()
