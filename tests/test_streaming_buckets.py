@@ -3,7 +3,10 @@ keeps the bucket count it was built with."""
 
 from __future__ import annotations
 
+import base64
 import json
+import pickle
+import zlib
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,16 @@ from hypothesis import strategies as st
 from runtime.config import Settings
 from streaming.checkpoint import DEFAULT_BUCKETS, LAYOUT_FILE, CheckpointMismatch, state_buckets
 from streaming.parse import INVALID_KEY, pack, unpack
-from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD, bucket_update, driver_update, load_bucket
+from streaming.stateful import (
+    DUPLICATE,
+    INVALID,
+    LATE,
+    RECORD,
+    bucket_update,
+    driver_update,
+    dump_bucket,
+    load_bucket,
+)
 
 MIN = 60_000
 DRIVERS = ["d0", "d1", "d2", INVALID_KEY]
@@ -102,6 +114,19 @@ def test_drivers_sharing_a_bucket_are_updated_as_if_alone(job_settings: Settings
                 alone_states[driver_id] = alone
         assert sorted(map(comparable, rows)) == sorted(map(comparable, alone_rows))
         assert ({} if bucket_state is None else load_bucket(bucket_state)) == alone_states
+
+
+@given(st.dictionaries(st.text(max_size=12), st.binary(max_size=300), max_size=20))
+def test_a_bucket_reads_back_as_saved_in_ascii(states: dict[str, bytes]) -> None:
+    saved = dump_bucket(states)
+    assert saved.isascii()
+    assert load_bucket(saved) == states
+
+
+def test_a_bucket_saved_in_the_zlib_form_still_loads() -> None:
+    states = {"d0": b"\x80\x05state", "d1": b""}
+    before_zstd = base64.b64encode(zlib.compress(pickle.dumps(states, protocol=5), 1)).decode("ascii")
+    assert load_bucket(before_zstd) == states
 
 
 def test_a_new_checkpoint_records_its_buckets_and_resumes_with_them(tmp_path: Path) -> None:
