@@ -27,7 +27,7 @@ def state_buckets(checkpoint: Path, asked: int | None) -> int:
     path = checkpoint / LAYOUT_FILE
     restart = "start a new --checkpoint (each driver then starts from its store record)"
     if path.exists():
-        built = json.loads(path.read_text())["state_buckets"]
+        built = _recorded_buckets(path)
         if asked is not None and built != asked:
             raise CheckpointMismatch(f"checkpoint {checkpoint} keeps driver state in {built} buckets, this run asks "
                                      f"for {asked} (--state-buckets, TRIPSCORE_STREAM_STATE_BUCKETS): use {built}, "
@@ -40,3 +40,15 @@ def state_buckets(checkpoint: Path, asked: int | None) -> int:
     checkpoint.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"state_buckets": buckets}) + "\n")
     return buckets
+
+
+def _recorded_buckets(path: Path) -> int:
+    """The bucket count a layout file records; `CheckpointMismatch` naming the file when it cannot be read."""
+    try:
+        built = json.loads(path.read_text())["state_buckets"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointMismatch(f"{path} cannot be read ({type(exc).__name__}: {exc}): restore it from a copy of "
+                                 "the checkpoint, or start a new --checkpoint") from None
+    if type(built) is not int or built < 1:
+        raise CheckpointMismatch(f"{path}: state_buckets must be a positive integer, got {built!r}")
+    return built

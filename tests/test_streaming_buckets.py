@@ -153,3 +153,11 @@ def test_a_checkpoint_of_the_one_state_per_driver_version_is_refused(tmp_path: P
     with pytest.raises(CheckpointMismatch, match="one state per driver; start a new --checkpoint"):
         state_buckets(tmp_path, 64)
     assert not (tmp_path / LAYOUT_FILE).exists()
+
+
+@pytest.mark.parametrize("text", ["", "{not json", "[]", '{"buckets": 64}', '{"state_buckets": "64"}',
+                                  '{"state_buckets": 0}', '{"state_buckets": true}'])
+def test_an_unreadable_layout_is_refused_naming_the_file(tmp_path: Path, text: str) -> None:
+    (tmp_path / LAYOUT_FILE).write_text(text)
+    with pytest.raises(CheckpointMismatch, match=LAYOUT_FILE.replace(".", r"\.")):
+        state_buckets(tmp_path, None)
