@@ -76,6 +76,7 @@ class Settings:
     stream_partitions: int = field(default_factory=lambda: int(_env("stream_partitions", "2")))
     stream_state_buckets: int | None = field(  # None: the checkpoint's count, 64 for a new one
         default_factory=lambda: int(b) if (b := _env("stream_state_buckets", "")) else None)
+    stream_state_idle_s: float = field(default_factory=lambda: float(_env("stream_state_idle_s", "86400")))
     stream_write_batch: int = field(default_factory=lambda: int(_env("stream_write_batch", "5000")))
     stream_metrics_port: int = field(default_factory=lambda: int(_env("stream_metrics_port", "9108")))
     stream_store_giveup_s: float = field(default_factory=lambda: float(_env("stream_store_giveup_s", "600")))

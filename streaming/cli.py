@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,14 +33,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--partitions", type=int,
                    help="tasks per stage: Kafka partitions are coalesced to this many, and a new checkpoint's state "
                         "gets this many partitions (default 2)")
-    p.add_argument("--state-buckets", type=int,
+    p.add_argument("--state-buckets", type=_positive(int),
                    help="buckets the drivers' state is kept in, fixed by a new checkpoint (default: the checkpoint's, "
                         "64 for a new one; about 32 per partition)")
+    p.add_argument("--state-idle-s", type=_positive(float),
+                   help="a driver's state is dropped once its latest event is this far behind the watermark; its next "
+                        "event starts from its store record (default 86400)")
     p.add_argument("--write-batch", type=int, help="records per store write call (default 5000)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default 9108)")
     p.add_argument("--conf", action="append", type=_spark_setting, metavar="KEY=VALUE",
                    help="a Spark setting over the job's own (repeatable), e.g. spark.sql.shuffle.partitions=4")
     p.set_defaults(func=_stream)
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
+    """An argparse type: a number of `kind` above 0."""
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            expected = "a whole number" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
+        return value
+
+    return parse
 
 
 def _spark_setting(text: str) -> tuple[str, str]:
@@ -57,7 +76,8 @@ def stream_options(settings: Settings, args: argparse.Namespace) -> StreamOption
         settings, topic=args.topic, checkpoint=args.checkpoint, starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger, trigger_ms=args.trigger_ms,
         available_now=args.available_now, watermark_s=args.watermark_s, partitions=args.partitions,
-        state_buckets=args.state_buckets, write_batch=args.write_batch, metrics_port=args.metrics_port,
+        state_buckets=args.state_buckets, state_idle_s=args.state_idle_s, write_batch=args.write_batch,
+        metrics_port=args.metrics_port,
         spark_conf=tuple(args.conf) if args.conf else None,
     )
 
@@ -79,10 +99,14 @@ def _stream(args: argparse.Namespace) -> int:
     from runtime.kafka_clients import check_access
     from runtime.retry import GaveUp
     from streaming.checkpoint import CheckpointMismatch
-    from streaming.job import job_session, run
+    from streaming.job import BadOption, job_session, run
 
     settings = load_settings()
-    options = stream_options(settings, args)
+    try:
+        options = stream_options(settings, args)
+    except BadOption as exc:
+        log.error("stream not started: %s", exc)
+        return 2
     check_access(settings)
     stop = stop_on_signals()
     spark = job_session(settings, options, "tripscore-stream")

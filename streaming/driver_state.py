@@ -16,6 +16,11 @@ committed state, so it is late: dead-lettered, and it still changes nothing. The
 
 On a driver's first sight (no Spark state) the committed state starts from its online-store record, so streaming
 continues a backfill; events that record already covers are duplicates: dropped and counted, not dead-lettered.
+
+Idle drivers (`evictable`). Once a driver's latest event is `idle_ms` behind the watermark, it has nothing pending
+and its store record is its whole fold: its state may be dropped, and its next event starts from that record as on
+first sight. The cost is the label of an event that old at or before the record's latest event: a duplicate, not
+late.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Advance:
     """What one micro-batch did to one driver."""
 
     state: bytes  # the driver's new saved state (`dump_state`)
+    latest_ms: int  # the event time of its latest applied event, pending or committed (-1 before any)
     visible: dict[str, Any] | None  # the record to write, None when no event was accepted
     accepted_ms: list[int] = field(default_factory=list)  # event times of the accepted events
     late: list[tuple[int, str]] = field(default_factory=list)  # (input position, reason) of late events
@@ -75,6 +81,17 @@ def _promote(committed: DriverState, pending: list[EventTuple], watermark_ms: in
     return pending[ready:]
 
 
+def evictable(latest_ms: int, watermark_ms: int, idle_ms: int) -> bool:
+    """Whether a driver whose latest event is at `latest_ms` may have its state dropped (the module's docstring)."""
+    return latest_ms + idle_ms <= watermark_ms
+
+
+def latest_event_ms(doc: Mapping[str, Any]) -> int:
+    """The event time of a driver's latest applied event in its saved document (`advance`), -1 before any."""
+    pending, committed = doc["p"], doc["c"]
+    return pending[-1][0] if pending else -1 if committed is None else int(committed.get("_event_ms", -1))
+
+
 def load_state(saved: bytes) -> dict[str, Any]:
     """A driver's saved document (`advance`); the inverse of `dump_state`."""
     return pickle.loads(saved)
@@ -102,7 +119,7 @@ def advance(saved: bytes | None, events: Sequence[EventTuple], watermark_ms: int
     # the committed state's latest event: the last one remembered (never forgotten), else a store record's time
     last = remembered[-1] if remembered else (committed.event_ms, AFTER_ANY_ID)
     known = {*pending, *remembered}
-    result = Advance(state="", visible=None)
+    result = Advance(state=b"", latest_ms=-1, visible=None)
     accepted: list[EventTuple] = []
     for position, event in enumerate(events):
         if event in known:
@@ -131,5 +148,5 @@ def advance(saved: bytes | None, events: Sequence[EventTuple], watermark_ms: int
     doc = {"c": committed.to_bins() if committed.event_ms >= 0 else None, "p": pending, "d": remembered}
     if pending:
         doc["v"] = visible_bins
-    result.state = dump_state(doc)
+    result.state, result.latest_ms = dump_state(doc), latest_event_ms(doc)
     return result

@@ -31,6 +31,7 @@ class SinkStats:
     late: int
     duplicates: int
     lag_s: tuple[float, float, float] | None  # event time to store write: p50, p99, max; None without records
+    evicted: int = 0  # drivers whose state was dropped as idle (`driver_state.evictable`)
     compute_s: float = 0.0  # the micro-batch's Spark job: source read, parse, shuffle, state operator
     write_s: float = 0.0  # DLQ and store writes
     execution: Any = None  # the batch's executed query (a JVM object), kept for the debug breakdown's Python times
@@ -104,6 +105,8 @@ class StreamMetrics:
         self.records = Counter("tripscore_stream_records_written", "driver records written to the store",
                                registry=self.registry)
         self.batches = Counter("tripscore_stream_batches", "micro-batches completed", registry=self.registry)
+        self.evicted = Counter("tripscore_stream_states_evicted", "drivers' states dropped as idle",
+                               registry=self.registry)
         self.batch_seconds = Gauge("tripscore_stream_batch_seconds", "processing time of the last micro-batch",
                                    registry=self.registry)
         self.input_rate = Gauge("tripscore_stream_input_rate", "events/s arriving (last batch)", registry=self.registry)
@@ -123,6 +126,7 @@ class StreamMetrics:
         for outcome in OUTCOMES:
             self.events.labels(outcome).inc(getattr(stats, "duplicates" if outcome == "duplicate" else outcome))
         self.records.inc(stats.written)
+        self.evicted.inc(stats.evicted)
         if stats.lag_s is not None:
             for name, value in zip(("0.5", "0.99", "max"), stats.lag_s, strict=True):
                 self.lag.labels(name).set(value)
@@ -153,10 +157,10 @@ class StreamMetrics:
                        for op in progress["stateOperators"]])
         lag = "lag -" if stats.lag_s is None else "lag p50 {:.2f} s p99 {:.2f} s max {:.2f} s".format(*stats.lag_s)
         log.info(
-            "batch %d: in %d (%.0f/s), invalid %d, late %d, dup %d; records %d (written %d); "
+            "batch %d: in %d (%.0f/s), invalid %d, late %d, dup %d; records %d (written %d), states evicted %d; "
             "%.2f s (writes %.2f s, %.0f ev/s); %s",
             batch_id, rows, input_rate, stats.invalid, stats.late, stats.duplicates, stats.records, stats.written,
-            seconds, stats.write_s, processed_rate, lag,
+            stats.evicted, seconds, stats.write_s, processed_rate, lag,
         )
 
     def close(self) -> None:

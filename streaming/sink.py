@@ -27,7 +27,7 @@ from runtime.config import Settings
 from runtime.kafka_clients import producer_options
 from runtime.retry import retry
 from streaming.metrics import SinkStats, lag_quantiles, last_execution
-from streaming.stateful import DUPLICATE, INVALID, LATE, RECORD
+from streaming.stateful import DUPLICATE, EVICTED, INVALID, LATE, RECORD
 
 SEND_TIMEOUT_S = 30.0
 log = logging.getLogger("streaming")
@@ -124,6 +124,7 @@ class Sink(BatchSink):
             invalid=kinds.count(INVALID),
             late=kinds.count(LATE),
             duplicates=sum(int(payloads[i]) for i, kind in enumerate(kinds) if kind == DUPLICATE),
+            evicted=sum(int(payloads[i]) for i, kind in enumerate(kinds) if kind == EVICTED),
             lag_s=lag_quantiles([written_ms - t for t in times]),
         )
 

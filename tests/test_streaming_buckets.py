@@ -1,5 +1,5 @@
-"""Stage 2's state buckets (no Spark): drivers sharing a bucket are updated as if each were alone, and a checkpoint
-keeps the bucket count it was built with."""
+"""Stage 2's state buckets (no Spark): drivers sharing a bucket are updated as if each were alone, idle drivers are
+dropped without changing any record, and a checkpoint keeps the bucket count it was built with."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from streaming.stateful import (
 )
 
 MIN = 60_000
+DAY = 24 * 60 * MIN  # the default idle time: no driver of these batches is dropped
 DRIVERS = ["d0", "d1", "d2", INVALID_KEY]
 POISONED = "d2"  # its events carry a rating the fold cannot add: its update raises
 TYPES = ["trip_offered", "offer_accepted", "offer_declined", "trip_completed", "trip_rated", "shift_started"]
@@ -99,7 +100,7 @@ def test_drivers_sharing_a_bucket_are_updated_as_if_alone(job_settings: Settings
     bucket_state, alone_states = None, {}
     for number, batch in enumerate(two):
         watermark_ms = number * 20 * MIN
-        state, rows = bucket_update(job_settings, "t", cells(batch), bucket_state, watermark_ms)
+        state, rows = bucket_update(job_settings, "t", cells(batch), bucket_state, watermark_ms, DAY)
         assert outcomes(rows) == len(batch)  # exactly one outcome per record
         bucket_state = state or bucket_state
         by_driver: dict[str, list] = {}
@@ -108,7 +109,8 @@ def test_drivers_sharing_a_bucket_are_updated_as_if_alone(job_settings: Settings
                 by_driver.setdefault(driver_id, []).extend(events)
         alone_rows = []
         for driver_id, events in by_driver.items():
-            alone, out = driver_update(job_settings, "t", driver_id, events, alone_states.get(driver_id), watermark_ms)
+            saved = alone_states[driver_id][1] if driver_id in alone_states else None
+            alone, out = driver_update(job_settings, "t", driver_id, events, saved, watermark_ms, None)  # empty store
             alone_rows += out
             if alone is not None:
                 alone_states[driver_id] = alone
@@ -116,8 +118,8 @@ def test_drivers_sharing_a_bucket_are_updated_as_if_alone(job_settings: Settings
         assert ({} if bucket_state is None else load_bucket(bucket_state)) == alone_states
 
 
-@given(st.dictionaries(st.text(max_size=12), st.binary(max_size=300), max_size=20))
-def test_a_bucket_reads_back_as_saved_in_ascii(states: dict[str, bytes]) -> None:
+@given(st.dictionaries(st.text(max_size=12), st.tuples(st.integers(-1, 2**62), st.binary(max_size=300)), max_size=20))
+def test_a_bucket_reads_back_as_saved_in_ascii(states: dict[str, tuple[int, bytes]]) -> None:
     saved = dump_bucket(states)
     assert saved.isascii()
     assert load_bucket(saved) == states

@@ -37,7 +37,9 @@ from runtime.processes import ServiceProcess
 from runtime.retry import GaveUp
 from schemas.features import BIN_NAMES
 from schemas.messages import decode_trip_event, encode
+from streaming.checkpoint import DEFAULT_BUCKETS
 from streaming.job import StreamOptions, run
+from streaming.parse import bucket_of
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -77,9 +79,10 @@ def produce(settings: Settings, messages: list[dict | tuple[bytes, bytes]]) -> N
         raw.close()
 
 
-def stream(spark, settings: Settings, tmp_path: Path, max_offsets: int):
+def stream(spark, settings: Settings, tmp_path: Path, max_offsets: int, state_idle_s: float | None = None):
     options = StreamOptions.from_settings(settings, checkpoint=tmp_path / "checkpoint", available_now=True,
-                                          metrics_port=0, max_offsets_per_trigger=max_offsets)
+                                          metrics_port=0, max_offsets_per_trigger=max_offsets,
+                                          state_idle_s=state_idle_s)
     return run(spark, settings, options)
 
 
@@ -245,6 +248,31 @@ def test_an_event_time_far_in_the_future_makes_no_other_event_late(spark, settin
     metrics = stream(spark, settings, tmp_path, max_offsets=1)
     got = records(settings, ["drv-ahead", "drv-z"])
     assert got["drv-z"]["_n_events"] == 3 and got["drv-ahead"]["_n_events"] == 1
+    assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "late"}) == 0
+
+
+def test_an_idle_driver_leaves_spark_state_and_resumes_from_its_store_record(spark, settings, tmp_path):
+    """With `--state-idle-s 3600`, a driver an hour behind the watermark is dropped when its bucket is next touched;
+    its next events start from its store record, and an old one that record covers is a duplicate."""
+    idle = "drv-idle"
+    bucket = bucket_of(idle, DEFAULT_BUCKETS)
+    busy = next(d for i in itertools.count() if bucket_of(d := f"drv-busy-{i}", DEFAULT_BUCKETS) == bucket)
+    script = [
+        event("i1", "shift_started", "2024-06-03T08:00:00Z", idle),
+        event("i2", "trip_offered", "2024-06-03T08:01:00Z", idle, "t1"),
+        event("b1", "shift_started", "2024-06-03T09:30:00Z", busy),  # the watermark moves to 09:29:50 ...
+        event("b2", "trip_offered", "2024-06-03T09:31:00Z", busy, "t2"),  # ... and this touches the bucket
+        event("i0", "trip_offered", "2024-06-03T08:00:30Z", idle, "t0"),  # covered by the record: a duplicate
+        event("i3", "offer_accepted", "2024-06-03T09:32:00Z", idle, "t1"),
+    ]
+    produce(settings, script)
+    metrics = stream(spark, settings, tmp_path, max_offsets=1, state_idle_s=3600)
+    tuples = [decode_trip_event(encode(m))[0] for m in script if m["event_id"] in ("i1", "i2", "i3")]
+    expected = fold([(e["ts_ms"], e["event_id"], e["event_type"], e["rating"]) for e in tuples]).to_bins()
+    assert records(settings, [idle])[idle] == expected
+    # dropped when the busy driver touches the bucket, and again after i0 brought it back without applying anything
+    assert metrics.registry.get_sample_value("tripscore_stream_states_evicted_total") == 2
+    assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "duplicate"}) == 1
     assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "late"}) == 0
 
 
