@@ -5,12 +5,14 @@
 
 Two runs, each a subprocess on a fresh topic: the floor (`bench/stream_floor.py`: the same Kafka source, trigger,
 partitions and parse stage into a sink that only counts) and the job (`tripscore -v stream`, fresh SQLite store).
-A warm-up set of events brings each to steady state. Then N generated events are produced at `--rate`: with a
-rate, the events due every 10 ms with `ts` = their send time; at 0, a backlog sent at once that keeps the events'
-time spread, shifted to end now. Throughput is N over the time from the first send to the last write; the job's
-lag is send time to the store's `_updated_ms` (polling a sample of drivers), the floor's send time to the end of
-its sink. Batch times and the per-phase breakdown come from the debug log lines of the micro-batches after the
-warm-up. The machine-speed calibration is printed at start and end. Last line: one JSON object.
+A warm-up brings each to steady state: 20,000 events at once, then, with a rate, `--warmup-s` seconds of events at
+that rate (the JVM compiles Spark's code paths for live-sized batches during the first seconds). Then N generated
+events are produced at `--rate`: with a rate, the events due every 10 ms with `ts` = their send time; at 0, a
+backlog sent at once that keeps the events' time spread, shifted to end now. Throughput is N over the time from the
+first send to the last write; the job's lag is send time to the store's `_updated_ms` (polling a sample of drivers),
+the floor's send time to the end of its sink. Batch times and the per-phase breakdown come from the debug log lines
+of the micro-batches after the warm-up. The machine-speed calibration is printed at start and end. Last line: one
+JSON object.
 """
 
 from __future__ import annotations
@@ -249,6 +251,12 @@ class Run:
         return asyncio.run(produce(self.settings, self.settings.topic_trip_events, messages, rate,
                                    sent_ms))
 
+    def warm_up(self, backlog: list[dict], paced: list[dict]) -> None:
+        """The warm-up: `backlog` at once, then `paced` at the run's rate."""
+        self.send(backlog, 0, {})
+        if paced:
+            self.send(paced, self.args.rate, {})
+
     def result(self, first: float, done: float, lags_ms: list[int], log_text: str, after: int) -> dict[str, object]:
         """The run's figures: `first` send and last `done` (epoch s), lags, and the batches logged after `after`."""
         p50, p99 = (float(x) / 1000 for x in np.percentile(lags_ms, [50, 99]))
@@ -256,15 +264,16 @@ class Run:
                 "lag_samples": len(lags_ms), **summarize_batches(batch_figures(log_text, after))}
 
 
-def run_floor(args: argparse.Namespace, messages: list[dict], warmup: list[dict]) -> dict[str, object]:
+def run_floor(args: argparse.Namespace, messages: list[dict], warmup: list[dict],
+              paced: list[dict]) -> dict[str, object]:
     """The floor: same source, trigger, partitions and parse stage, a sink that only counts."""
     run = Run(args, "floor", messages)
     job = FloorProcess(run.flags, run.job_settings, run.workdir).start()
     try:
-        run.send(warmup, 0, {})
-        wait_for(lambda: counted(job.batches()), len(warmup), args.timeout, job)
+        run.warm_up(warmup, paced)
+        wait_for(lambda: counted(job.batches()), len(warmup) + len(paced), args.timeout, job)
         warm_batches = len(job.batches())
-        after = logged_through(job, len(warmup), args.timeout)
+        after = logged_through(job, len(warmup) + len(paced), args.timeout)
         print("floor warmed up; producing", flush=True)
         first = run.send(messages, args.rate, {})
         done = wait_for(lambda: counted(job.batches()[warm_batches:]), len(messages), args.timeout, job)
@@ -275,7 +284,8 @@ def run_floor(args: argparse.Namespace, messages: list[dict], warmup: list[dict]
     return run.result(first, done, lags, job.log_tail(10**9), after)
 
 
-def run_stream(args: argparse.Namespace, messages: list[dict], warmup: list[dict]) -> dict[str, object]:
+def run_stream(args: argparse.Namespace, messages: list[dict], warmup: list[dict],
+               paced: list[dict]) -> dict[str, object]:
     """The job: `tripscore -v stream` into a fresh SQLite store."""
     from featurestore import open_store
 
@@ -284,10 +294,10 @@ def run_stream(args: argparse.Namespace, messages: list[dict], warmup: list[dict
     job = ServiceProcess(["-v", "stream", *run.flags], run.job_settings, run.workdir / "stream.log").start()
     store = open_store(run.settings)
     try:
-        run.send(warmup, 0, {})
-        warm_drivers = sorted({m["driver_id"] for m in warmup})
-        wait_for(lambda: visible(store, warm_drivers), len(warmup), args.timeout, job)
-        after = logged_through(job, len(warmup), args.timeout)
+        run.warm_up(warmup, paced)
+        warm_drivers = sorted({m["driver_id"] for m in warmup + paced})
+        wait_for(lambda: visible(store, warm_drivers), len(warmup) + len(paced), args.timeout, job)
+        after = logged_through(job, len(warmup) + len(paced), args.timeout)
         print("job warmed up; producing", flush=True)
         sent_ms: dict[str, list[int]] = {}
         sampler = LagSampler(store, random.Random(1).sample(drivers, min(args.sample, len(drivers))), sent_ms)
@@ -317,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the job's state buckets (default: TRIPSCORE_STREAM_STATE_BUCKETS, else the job's)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                         help="a Spark setting for both runs (repeatable), as `tripscore stream --conf`")
+    parser.add_argument("--warmup-s", type=float, default=10.0,
+                        help="seconds of events at --rate after the warm-up backlog, before measuring (default 10)")
     parser.add_argument("--sample", type=int, default=200, help="drivers polled for lag (default 200)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the job (default 1800)")
     parser.add_argument("--workdir", type=Path, default=Path(".local/bench-stream"), help="scratch folder (wiped)")
@@ -329,9 +341,10 @@ def main(argv: list[str] | None = None) -> int:
     messages = city_messages(args.events, args.days, args.drivers)
     drivers = sorted({m["driver_id"] for m in messages})
     warmup = [{**m, "driver_id": f"warm-{m['driver_id']}"} for m in messages[:WARMUP_EVENTS]]
+    paced = [{**m, "driver_id": f"pace-{m['driver_id']}"} for m in messages[: int(args.rate * args.warmup_s)]]
     print(f"{len(messages):,} events of {len(drivers):,} drivers", flush=True)
-    floor = run_floor(args, messages, warmup)
-    job = run_stream(args, messages, warmup)
+    floor = run_floor(args, messages, warmup, paced)
+    job = run_stream(args, messages, warmup, paced)
     end = Calibration.now()
     print(f"calibration at the end: {end}", flush=True)
 
@@ -353,8 +366,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"phase medians (ms), floor: {floor['phase_p50_ms']}")
     print(f"(logs: {args.workdir}/stream/stream.log, {args.workdir}/floor/floor.log)")
     print(json.dumps({
-        "bench": "stream", "events": len(messages), "rate": args.rate, "state_buckets": args.state_buckets,
-        "conf": args.conf,
+        "bench": "stream", "events": len(messages), "rate": args.rate, "warmup_s": args.warmup_s if args.rate else 0,
+        "state_buckets": args.state_buckets, "conf": args.conf,
         "throughput_eps": round(job["throughput_eps"], 1), "lag_p50_s": round(job["lag_p50_s"], 3),
         "lag_p99_s": round(job["lag_p99_s"], 3), "dlq": job["dlq"],
         "floor_throughput_eps": round(floor["throughput_eps"], 1), "floor_lag_p99_s": round(floor["lag_p99_s"], 3),

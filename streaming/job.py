@@ -133,11 +133,7 @@ def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions
     watermarked = (
         parsed_stream(spark, settings, options).select(
             "bucket",
-            # the watermark never runs ahead of the batch's clock: one event from a device whose clock is years
-            # ahead would otherwise make every other driver's out-of-order events late (it is still folded);
-            # invalid records have no time and stay null (`least` alone would give them the clock)
-            F.when(F.col("ts_ms").isNotNull(), F.least(F.timestamp_millis("ts_ms"), F.current_timestamp()))
-            .alias(EVENT_TIME),
+            F.timestamp_millis("ts_ms").alias(EVENT_TIME),  # capped at the clock by the parse stage
             "events")
         .withWatermark(EVENT_TIME, f"{int(options.watermark_s * 1000)} milliseconds")
         .drop(EVENT_TIME)  # the operator would drop rows older than the watermark unseen: the late policy is ours

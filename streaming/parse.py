@@ -10,6 +10,7 @@ one row per bucket and Arrow batch keeps both costs per bucket, not per record o
 from __future__ import annotations
 
 import marshal
+import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ INVALID_KEY = ""
 RAW_COLUMNS = ("key", "value", "partition", "offset")
 PARSED_SCHEMA = StructType([
     StructField("bucket", IntegerType(), False),  # the state bucket of the row's drivers
-    StructField("ts_ms", LongType()),  # the latest event time of the row's records: the watermark's column
+    StructField("ts_ms", LongType()),  # the watermark's column: the row's latest event time, at most the clock
     StructField("event_ms", ArrayType(LongType()), False),  # each record's event time (null when invalid)
     StructField("events", BinaryType(), False),  # the records by driver, `pack`ed
 ])
@@ -75,8 +76,12 @@ def parse_batches(batches: Iterator[pa.RecordBatch], buckets: int) -> Iterator[p
     in the order of first appearance, records and `event_ms` in Kafka order); invalid records go under `INVALID_KEY`.
 
     Arrow in and out (no pandas): this stage runs per record, and pandas conversions cost more than the decode.
+    `ts_ms` is capped at the clock: one event from a device whose clock is years ahead is folded for its driver, but
+    must not move the watermark (and so make every other driver's out-of-order events late). Capped here, not with
+    Spark's `current_timestamp()`, which each micro-batch inlines as a new literal: new code to compile every batch.
     """
     for batch in batches:
+        now_ms = time.time_ns() // 1_000_000
         by_bucket: dict[int, tuple[list[int | None], dict[str, list[Record]]]] = {}
         bucket_by_driver: dict[str, int] = {}
         for key, value, partition, offset in zip(*(batch.column(c).to_pylist() for c in RAW_COLUMNS), strict=True):
@@ -89,7 +94,8 @@ def parse_batches(batches: Iterator[pa.RecordBatch], buckets: int) -> Iterator[p
             times.append(None if event is None else event["ts_ms"])
             by_driver.setdefault(driver_id, []).append(record(event, key, value, partition, offset))
         rows = by_bucket.values()
-        columns = [list(by_bucket), [max((t for t in times if t is not None), default=None) for times, _ in rows],
+        latest = [max((t for t in times if t is not None), default=None) for times, _ in rows]
+        columns = [list(by_bucket), [None if t is None else min(t, now_ms) for t in latest],
                    [times for times, _ in rows], [pack(by_driver) for _, by_driver in rows]]
         yield pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, _ARROW_SCHEMA, strict=True)],
                                          schema=_ARROW_SCHEMA)
