@@ -9,12 +9,12 @@ at least once).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 
+import orjson
 import pyarrow as pa
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
@@ -111,7 +111,7 @@ class Sink(BatchSink):
             self._retried(lambda: self.dead_letter(letters), f"dead letters of batch {batch_id}", (KafkaError,))
         records, times = [], []
         for key, payload in ((keys[i], payloads[i]) for i, kind in enumerate(kinds) if kind == RECORD):
-            bins, accepted_ms = json.loads(payload)
+            bins, accepted_ms = orjson.loads(payload)
             records.append((key.decode(), bins))
             times += accepted_ms
         written = self._retried(lambda: self.store_write(records), f"store write of batch {batch_id}",

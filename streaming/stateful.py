@@ -10,13 +10,13 @@ for every driver's input and output.
 from __future__ import annotations
 
 import base64
-import json
 import pickle
 import struct
 import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pyarrow as pa
 from pyspark.sql import Row
 from pyspark.sql.streaming.stateful_processor import StatefulProcessor, StatefulProcessorHandle, TimerValues
@@ -101,7 +101,7 @@ def driver_update(settings: Settings, topic: str, driver_id: str, events: list[P
         return None, [_dead_row(INVALID, e, problem, topic) for e in events]
     rows = [_dead_row(LATE, events[i], [(LATE_FIELD, reason)], topic) for i, reason in result.late]
     if result.visible is not None:
-        payload = json.dumps([result.visible, result.accepted_ms], separators=(",", ":")).encode()
+        payload = orjson.dumps([result.visible, result.accepted_ms])
         rows.append((RECORD, driver_id.encode(), payload))
     if result.duplicates:
         rows.append((DUPLICATE, None, str(result.duplicates).encode()))
