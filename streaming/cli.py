@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,10 +32,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--partitions", type=int,
                    help="tasks per stage: Kafka partitions are coalesced to this many, and a new checkpoint's state "
                         "gets this many partitions (default 2)")
-    p.add_argument("--state-buckets", type=_positive(int),
+    p.add_argument("--state-buckets", type=int,
                    help="buckets the drivers' state is kept in, fixed by a new checkpoint (default: the checkpoint's, "
                         "64 for a new one; about 32 per partition)")
-    p.add_argument("--state-idle-s", type=_positive(float),
+    p.add_argument("--state-idle-s", type=float,
                    help="a driver's state is dropped once its latest event is this far behind the watermark; its next "
                         "event starts from its store record (default 86400)")
     p.add_argument("--write-batch", type=int, help="records per store write call (default 5000)")
@@ -44,21 +43,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--conf", action="append", type=_spark_setting, metavar="KEY=VALUE",
                    help="a Spark setting over the job's own (repeatable), e.g. spark.sql.shuffle.partitions=4")
     p.set_defaults(func=_stream)
-
-
-def _positive(kind: type[int] | type[float]) -> Callable[[str], int | float]:
-    """An argparse type: a number of `kind` above 0."""
-    def parse(text: str) -> int | float:
-        try:
-            value = kind(text)
-        except ValueError:
-            expected = "a whole number" if kind is int else "a number"
-            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text!r}")
-        return value
-
-    return parse
 
 
 def _spark_setting(text: str) -> tuple[str, str]:
