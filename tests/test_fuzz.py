@@ -20,7 +20,14 @@ import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 from scorer_helpers import driver_record, make_model, save_model
-from strategies import raw_messages, score_request_values, trip_event_values, valid_score_requests, valid_trip_events
+from strategies import (
+    json_values,
+    raw_messages,
+    score_request_values,
+    trip_event_values,
+    valid_score_requests,
+    valid_trip_events,
+)
 
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings
@@ -129,8 +136,28 @@ FAST_PATH_EDGES = [  # numbers and texts where orjson, the fast check and the co
 @example(FAST_PATH_EDGES[2])
 @example(FAST_PATH_EDGES[3])
 @example(FAST_PATH_EDGES[4])
+@example(encode({"event_id": "0", "event_type": "shift_started", "ts": 0, "driver_id": "0",  # found: `encode`
+                 "extra": [10**400, float("inf")]}))  # raised on an integer beyond 64 bits next to an infinity
 def test_the_fast_path_decides_trip_events_as_the_complete_check(raw: bytes | None) -> None:
     assert decode_trip_event(raw) == _decided_fully(explain_trip_event)(raw)
+
+
+def _as_encoded(value: Any) -> Any:
+    """`value` as `encode` writes it: NaN and the infinities as null, tuples as lists."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {key: _as_encoded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_as_encoded(item) for item in value]
+    return value
+
+
+@FUZZ
+@given(json_values)
+@example([10**400, float("nan"), "\ud800"])
+def test_encode_writes_any_json_value_and_it_reads_back(value: Any) -> None:
+    assert json.loads(encode({"v": value})) == {"v": _as_encoded(value)}
 
 
 @FUZZ
