@@ -1,5 +1,5 @@
-"""Stage 2's state buckets (no Spark): drivers sharing a bucket are updated as if each were alone, idle drivers are
-dropped without changing any record, and a checkpoint keeps the bucket count it was built with."""
+"""Stage 2's state buckets (no Spark): drivers sharing a bucket are updated as if each were alone, and a checkpoint
+keeps the bucket count it was built with (idle drivers: `test_streaming_eviction.py`)."""
 
 from __future__ import annotations
 
