@@ -40,8 +40,9 @@ FETCH_MAX_WAIT_MS = 50
 of the log, and the next task's fetch waits for it; with the default, the first batch after a pause in the events
 took 0.5 s longer per partition read."""
 LAUNCH_CONF = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
-"""For a JVM the job launches itself: C1 only. Each micro-batch compiles freshly generated classes that run for
-milliseconds; C2's work on them cost more than it saved here (lag p99 at 5,000 events/s: 12 s with, 17 s without)."""
+"""For a JVM the job launches itself: C1 only. Spark's per-batch and per-task code runs a few times a batch, and
+C2's compiling of it on 2 cores cost more than it saved (lag ratio at 5,000 events/s: 1.92–2.04 with C2, 1.42 with
+C1 only; streaming/README.md, Levers measured)."""
 
 
 class BadOption(ValueError):
