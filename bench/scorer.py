@@ -46,7 +46,7 @@ from batch.metrics import score_histogram
 from batch.pointintime import PIT_COLUMNS, driver_record, driver_runs, partition_examples
 from bench.calibration import Calibration
 from clients import BlockingRiskScoreClient, collect
-from features.derive import model_features
+from features.derive import STORED_COLUMNS, model_features
 from featurestore import OnlineStore, open_store
 from modelregistry.export import ModelExport
 from modelregistry.registry import active_version, load_export, promote
@@ -55,7 +55,6 @@ from runtime.topics import create_topics
 from schemas.features import MODEL_FEATURES
 from schemas.messages import decode_score_request, encode
 from scorer.harness import WorkerProcess
-from scorer.reader import READ_BINS
 from scorer.service import Origin, Scorer
 
 RAMP = (100, 150, 200, 250, 300, 400, 500, 600, 800, 1000, 1200, 1500, 2000, 2500, 3000)
@@ -123,12 +122,12 @@ def install_model(source_dir: Path, models_dir: Path, events: pa.Table, settings
 
 
 class ReadClock:
-    """Times each `read` of one store: the statement the scorer waits for inside `Scorer.handle`."""
+    """Times each `read_matrix` of one store: the read the scorer waits for inside `Scorer.handle`."""
 
     def __init__(self, store: OnlineStore) -> None:
         self.seconds = 0.0
-        self._read = store.read
-        store.read = self.read  # type: ignore[method-assign] - this instance's reads go through the clock
+        self._read = store.read_matrix
+        store.read_matrix = self.read  # type: ignore[method-assign] - this instance's reads go through the clock
 
     def read(self, entity_ids: Any, bins: Any) -> Any:
         started = time.perf_counter()
@@ -177,7 +176,7 @@ def bench_tutorial(requests: list[dict], mllib: Path, settings: Settings) -> lis
     for raw in requests:
         request, _ = decode_score_request(encode(raw))
         started = time.perf_counter()
-        rows = store.read([c["driver_id"] for c in request["candidates"]], READ_BINS)
+        rows = store.read([c["driver_id"] for c in request["candidates"]], STORED_COLUMNS)
         for candidate, row in zip(request["candidates"], rows, strict=True):
             features = model_features(row.bins, request["ts_ms"], candidate["pickup_eta_min"], request["rider_rating"],
                                       request["surge_multiplier"], request["est_duration_min"])

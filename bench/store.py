@@ -24,8 +24,7 @@ import numpy as np
 from tqdm import tqdm
 
 from features.fold import DAY_MS, DriverState
-from featurestore.base import OnlineStore, Record
-from featurestore.records import now_ms
+from featurestore.base import OnlineStore, Record, now_ms
 from runtime.config import load_settings
 from schemas.features import RECORD_SET, SERVED_BINS
 

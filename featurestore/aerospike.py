@@ -24,6 +24,7 @@ from featurestore.base import (
     StoreTimeout,
     StoreUnavailable,
     WriteResult,
+    now_ms,
 )
 from featurestore.records import (
     METADATA_SETS,
@@ -31,7 +32,6 @@ from featurestore.records import (
     check_metadata_key,
     check_metadata_set,
     metadata_json,
-    now_ms,
     prepare,
 )
 from runtime.config import Settings

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
+
+import numpy as np
+
+from schemas.features import LIST_BINS
 
 Record = tuple[str, Mapping[str, Any]]
 """(entity id, bins): one driver record to write; it must carry `_event_ms` and `_n_events`."""
@@ -28,7 +33,7 @@ class BadInput(StoreError, ValueError):
 
 
 class FeatureRow(NamedTuple):
-    """What a batch read returns for one entity id (a named tuple: 50 per request are built on the hot path)."""
+    """What a batch read returns for one entity id (a named tuple: cheap to build by the thousand)."""
 
     entity_id: str
     bins: dict[str, Any] | None  # requested bins that are present; None when there is no record
@@ -49,14 +54,47 @@ class FeatureRow(NamedTuple):
     @property
     def age_ms(self) -> int | None:
         """Milliseconds from the record's latest event time to the read, when `_event_ms` was read."""
-        ages = ages_ms([self])
-        return ages[0] if ages else None
+        event_ms = self.bins.get("_event_ms") if self.bins else None
+        return None if event_ms is None else self.now_ms - int(event_ms)
 
 
-def ages_ms(rows: Sequence[FeatureRow]) -> list[int]:
-    """`age_ms` of each row that has one, in one pass (the scorer's per-candidate path)."""
-    return [row.now_ms - int(event_ms) for row in rows
-            if row.bins and (event_ms := row.bins.get("_event_ms")) is not None]
+def now_ms() -> int:
+    """Wall-clock epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+class FeatureMatrix(NamedTuple):
+    """A batch read as numbers (the scorer's path): row i holds the record of the i-th id."""
+
+    values: np.ndarray  # float64, one column per requested bin, NaN where absent or there is no record
+    now_ms: int  # when the store read
+    unreadable: tuple[int, ...]  # rows whose record holds a value that is not a number (all NaN here)
+
+    def rows(self, start: int, end: int) -> FeatureMatrix:
+        """Rows `start` to `end - 1`, as the read of just their ids."""
+        return FeatureMatrix(self.values[start:end], self.now_ms,
+                             tuple(i - start for i in self.unreadable if start <= i < end))
+
+
+def check_numeric_bins(bins: Sequence[str]) -> None:
+    """BadInput when a bin holds lists: a matrix holds numbers only."""
+    if listed := [name for name in bins if name in LIST_BINS]:
+        raise BadInput(f"bins {listed} hold lists, not numbers: read them with read()")
+
+
+def feature_matrix(rows: Sequence[Sequence[Any]], width: int, read_ms: int) -> FeatureMatrix:
+    """`rows` of bin values (None where absent) as a `FeatureMatrix`; a row with a non-number is `unreadable`."""
+    try:  # the usual case, in one C pass
+        return FeatureMatrix(np.array(rows, dtype=np.float64).reshape(len(rows), width), read_ms, ())
+    except (TypeError, ValueError, OverflowError):
+        pass
+    values, unreadable = np.full((len(rows), width), np.nan), []
+    for i, row in enumerate(rows):
+        try:
+            values[i] = np.array(row, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            unreadable.append(i)
+    return FeatureMatrix(values, read_ms, tuple(unreadable))
 
 
 @dataclass(frozen=True)
@@ -92,6 +130,14 @@ class OnlineStore(ABC):
     @abstractmethod
     def read(self, entity_ids: Sequence[str], bins: Sequence[str]) -> list[FeatureRow]:
         """One batch read of only `bins` for every id, in the order given."""
+
+    def read_matrix(self, entity_ids: Sequence[str], bins: Sequence[str]) -> FeatureMatrix:
+        """`read` of numeric `bins` as one float64 matrix; backends may override it with a faster path."""
+        check_numeric_bins(bins)
+        rows = self.read(entity_ids, bins)
+        absent = [None] * len(bins)
+        values = [absent if row.bins is None else [row.bins.get(name) for name in bins] for row in rows]
+        return feature_matrix(values, len(bins), rows[0].now_ms if rows else now_ms())
 
     @abstractmethod
     def delete(self, entity_ids: Sequence[str]) -> int:

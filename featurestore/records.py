@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
 from numbers import Integral, Real
@@ -23,11 +22,6 @@ METADATA_SETS = ("fg-metadata", "feature-metadata", "dataset-metadata")
 
 Prepared = tuple[str, dict[str, Any]]
 """(entity id, normalised bins including `_updated_ms`): a record ready for a backend to write."""
-
-
-def now_ms() -> int:
-    """Wall-clock epoch milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 def version(bins: Mapping[str, Any]) -> tuple[int, int]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from featurestore.base import (
     BadInput,
+    FeatureMatrix,
     FeatureRow,
     OnlineStore,
     Record,
@@ -19,6 +20,9 @@ from featurestore.base import (
     StoreTimeout,
     StoreUnavailable,
     WriteResult,
+    check_numeric_bins,
+    feature_matrix,
+    now_ms,
 )
 from featurestore.records import (
     METADATA_SETS,
@@ -26,17 +30,15 @@ from featurestore.records import (
     check_metadata_key,
     check_metadata_set,
     metadata_json,
-    now_ms,
     prepare,
 )
-from schemas.features import BIN_NAMES, BINS, RECORD_SET
+from schemas.features import BIN_NAMES, BINS, LIST_BINS, RECORD_SET
 
 NEVER_MS = 2**63 - 1  # `_expires_ms` of a record without TTL
 BUSY_TIMEOUT_MS = 5_000
 MAX_IDS_PER_SELECT = 500
 _SQL_TYPES = {"int": "INTEGER", "float": "REAL", "list": "TEXT"}  # lists are stored as JSON text
-_LIST_BINS = frozenset(spec.name for spec in BINS if spec.dtype == "list")
-_LIST_POSITIONS = tuple(1 + BIN_NAMES.index(name) for name in sorted(_LIST_BINS))  # in an upsert parameter row
+_LIST_POSITIONS = tuple(1 + BIN_NAMES.index(name) for name in sorted(LIST_BINS))  # in an upsert parameter row
 _TABLE = f'"{RECORD_SET}"'
 _TIMEOUT_CODES = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})  # a lock held past busy_timeout
 _UNAVAILABLE_CODES = frozenset({  # the file cannot be opened, written or grown right now
@@ -81,6 +83,7 @@ class SQLiteStore(OnlineStore):
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
         self._selects: dict[tuple[int, tuple[str, ...]], tuple[str, tuple[str, ...]]] = {}
+        self._matrix_selects: dict[tuple[int, tuple[str, ...]], str] = {}
         self._closed = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -161,7 +164,7 @@ class SQLiteStore(OnlineStore):
                 f"SELECT {columns}entity_id FROM {_TABLE} "
                 f"WHERE entity_id IN ({', '.join('?' * count)}) AND _expires_ms > ?"
             )
-            cached = sql, tuple(name for name in names if name in _LIST_BINS)
+            cached = sql, tuple(name for name in names if name in LIST_BINS)
             self._selects[(count, names)] = cached
         return cached
 
@@ -186,6 +189,31 @@ class SQLiteStore(OnlineStore):
         except sqlite3.Error as exc:
             raise _store_error(exc, "read failed") from exc
         return [FeatureRow(entity_id, found.get(entity_id), names, now) for entity_id in entity_ids]
+
+    def read_matrix(self, entity_ids: Sequence[str], bins: Sequence[str]) -> FeatureMatrix:
+        names = check_bin_names(bins)
+        check_numeric_bins(names)
+        now = now_ms()
+        rows: list[tuple[Any, ...]] = []
+        conn = self._conn()
+        try:
+            for start in range(0, len(entity_ids), MAX_IDS_PER_SELECT):
+                chunk = entity_ids[start : start + MAX_IDS_PER_SELECT]
+                rows += conn.execute(self._matrix_select(len(chunk), names), (*chunk, now)).fetchall()
+        except sqlite3.Error as exc:
+            raise _store_error(exc, "read failed") from exc
+        return feature_matrix(rows, len(names), now)
+
+    def _matrix_select(self, count: int, names: tuple[str, ...]) -> str:
+        """SQL giving one row of `names` per id, in the ids' order, NULLs where there is no record (cached)."""
+        sql = self._matrix_selects.get((count, names))
+        if sql is None:
+            ids = ", ".join(f"({i}, ?)" for i in range(count))
+            columns = ", ".join(f't."{name}"' for name in names)
+            sql = (f"WITH ids(position, id) AS (VALUES {ids}) SELECT {columns} FROM ids "
+                   f"LEFT JOIN {_TABLE} AS t ON t.entity_id = ids.id AND t._expires_ms > ? ORDER BY ids.position")
+            self._matrix_selects[(count, names)] = sql
+        return sql
 
     def delete(self, entity_ids: Sequence[str]) -> int:
         now = now_ms()

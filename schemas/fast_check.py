@@ -8,6 +8,7 @@ the same `Field`s, and `tests/test_fuzz.py` checks that both paths decide every 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,8 @@ from schemas.fields import TS_MAX_MS, Field
 
 FastChecker = Callable[[Any], dict[str, Any] | None]
 EXACT_INT = 2**53  # integers up to this convert to float exactly, so float and int comparisons agree
+ColumnCheck = Callable[[list[Any]], bool]
+_CHARACTER_CLASS_PLUS = re.compile(r"\[[^\]\\^\n]*\]\+")  # `[...]+` with no negation, escape or newline
 
 
 def fast_checker(name: str, specs: tuple[Field, ...]) -> FastChecker:
@@ -60,18 +63,17 @@ def _value_lines(spec: Field, v: str, s: str, namespace: dict[str, Any]) -> list
     namespace[f"{s}_items"] = fast_checker(f"{spec.name}_item", spec.items)
     if spec.kind == "object":
         return [f"{v} = {s}_items({v})", f"if {v} is None:", "    return None"]
-    return [  # a list of objects
+    head = [  # a list of objects
         f"if type({v}) is not list or len({v}) < {spec.min_len or 0}"
         + (f" or len({v}) > {spec.max_len}:" if spec.max_len is not None else ":"),
         "    return None",
-        "items = []",
-        f"for item in {v}:",
-        f"    item = {s}_items(item)",
-        "    if item is None:",
-        "        return None",
-        "    items.append(item)",
-        f"{v} = items",
     ]
+    loop = ["items = []", f"for item in {v}:", f"    item = {s}_items(item)", "    if item is None:",
+            "        return None", "    items.append(item)", f"{v} = items"]
+    namespace[f"{s}_columns"] = columns = column_checker(spec.items)
+    if columns is None:
+        return [*head, *loop]
+    return [*head, f"if not {s}_columns({v}):", *(f"    {line}" for line in loop)]  # the list as it is, or item-wise
 
 
 def _number_lines(spec: Field, v: str, s: str) -> list[str]:
@@ -89,3 +91,70 @@ def _number_lines(spec: Field, v: str, s: str) -> list[str]:
     if spec.equals is not None:
         tests.append(f"{v} != {s}.equals")
     return [*lines, f"if {' or '.join(tests)}:", "    return None"]
+
+
+def column_checker(specs: tuple[Field, ...]) -> ColumnCheck | None:
+    """For list items whose fields are all required strings and floats: a check of the whole list, one pass per
+    field, that is True when every item is already its normalised self (a dict of exactly these fields, each valid
+    and needing no conversion); None for other fields. False sends the list to the item-wise check."""
+    checks: list[tuple[str, ColumnCheck]] = []
+    for spec in specs:
+        check = (_string_column(spec) if spec.kind == "str" else _float_column(spec) if spec.kind == "float"
+                 else None)
+        if check is None or spec.required is not True or spec.nullable or spec.equals is not None:
+            return None
+        checks.append((spec.name, check))
+    width = len(checks)
+
+    def check_columns(items: list[Any]) -> bool:
+        try:
+            columns = [[item[name] for item in items] for name, _ in checks]
+            exact = sum(map(len, items)) == width * len(items)  # every item has its fields and no other
+        except (TypeError, KeyError, IndexError):
+            return False
+        return exact and all(check(column) for (_, check), column in zip(checks, columns, strict=True))
+
+    return check_columns
+
+
+def _string_column(spec: Field) -> ColumnCheck | None:
+    """All ASCII `str`s within the length limits that match the pattern, tested on the column joined by newlines
+    (only for a `[...]+` pattern, which cannot match across a newline); None for other patterns."""
+    joined_pattern = None
+    if spec.pattern is not None:
+        if not _CHARACTER_CLASS_PLUS.fullmatch(spec.pattern.pattern):
+            return None
+        joined_pattern = re.compile(f"{spec.pattern.pattern}(?:\n{spec.pattern.pattern})*")
+    shortest, longest = spec.min_len or 0, spec.max_len
+
+    def check(column: list[Any]) -> bool:
+        if not column:
+            return True
+        if set(map(type, column)) != {str}:
+            return False
+        joined = "\n".join(column)
+        if not joined.isascii() or joined.count("\n") != len(column) - 1 or min(map(len, column)) < shortest:
+            return False
+        if longest is not None and max(map(len, column)) > longest:
+            return False
+        return joined_pattern is None or joined_pattern.fullmatch(joined) is not None
+
+    return check
+
+
+def _float_column(spec: Field) -> ColumnCheck:
+    """All finite `float`s within the bounds (an integer, which the item-wise check converts, answers False)."""
+
+    def check(column: list[Any]) -> bool:
+        if not column:
+            return True
+        if set(map(type, column)) != {float}:
+            return False
+        total = sum(column)
+        if total - total != 0.0:  # a NaN or an infinity (or a sum that overflows: the item-wise check decides)
+            return False
+        low, high = min(column), max(column)
+        return not ((spec.ge is not None and low < spec.ge) or (spec.gt is not None and low <= spec.gt)
+                    or (spec.le is not None and high > spec.le))
+
+    return check

@@ -69,6 +69,8 @@ BINS: tuple[BinSpec, ...] = (
 )
 BINS_BY_NAME = {spec.name: spec for spec in BINS}
 BIN_NAMES = tuple(spec.name for spec in BINS)
+LIST_BINS = frozenset(spec.name for spec in BINS if spec.dtype == "list")
+"""Bins that hold lists, not numbers."""
 SERVED_BINS = tuple(s.name for s in BINS if not s.internal and s.group != "meta")
 """Bins the model features are derived from (SPEC §3.2), the scorer's batch-read selection."""
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import chain
 from typing import Any
 
 import numpy as np
 
-from features.derive import candidate_features, record_status, request_context
-from featurestore.base import FeatureRow, ages_ms
+from features.derive import EVENT_COLUMN, PARTIAL, model_feature_columns, status_codes
+from featurestore.base import FeatureMatrix
 from modelregistry.export import ModelExport
 from runtime.config import Settings
-from schemas.features import MODEL_FEATURES
-from schemas.messages import ranked_candidate
+from schemas.messages import FEATURE_STATUSES, ranked_candidate
 
 STORE_ERROR = "store_error"
 STORE_TIMEOUT = "store_timeout"
@@ -22,7 +20,7 @@ NO_MODEL = "no_model"
 NO_FEATURES = "no_features"
 SCORER_ERROR = "scorer_error"
 FALLBACK_REASONS = (STORE_ERROR, STORE_TIMEOUT, NO_MODEL, NO_FEATURES, SCORER_ERROR)
-USABLE = frozenset({"present", "partial"})  # statuses whose features the model scores; the rest get the prior
+NO_AGES = np.empty(0)
 
 
 @dataclass(frozen=True)
@@ -46,51 +44,42 @@ class Ranking:
     ranked: list[dict[str, Any]]
     statuses: list[str]  # per candidate, request order
     risks: np.ndarray  # model predictions of the candidates with usable features
-    ages_ms: list[int]  # age of every record read
+    ages_ms: np.ndarray  # age of every record read
 
 
-def rank_request(
-    request: Mapping[str, Any], rows: Sequence[FeatureRow] | str, model: ModelExport | None, policy: Policy
-) -> Ranking:
-    """Rank a validated request from its feature rows (or a store-failure reason) and the loaded model."""
-    return rank_requests([request], [rows], model, policy)[0]
+class UnreadableRecord(ValueError):
+    """A candidate's record holds a value that is not a number: its request is answered `scorer_error`."""
+
+
+def rank_request(request: Mapping[str, Any], read: FeatureMatrix | str, model: ModelExport | None,
+                 policy: Policy) -> Ranking:
+    """Rank a validated request from its candidates' records (or a store-failure reason) and the loaded model."""
+    return rank_requests([request], [read], model, policy)[0]
 
 
 @dataclass(frozen=True)
 class _Plan:
-    """A request that goes to the model: its candidates' statuses, record ages and which ones are scored."""
+    """A request that goes to the model: its candidates' etas, statuses, record ages and model features, and which
+    of them are `usable` (present or partial: scored; the rest get the prior)."""
 
     request: Mapping[str, Any]
-    bins: list[dict[str, Any] | None]
+    etas: np.ndarray
     statuses: list[str]
-    ages_ms: list[int]
-    usable: list[int]
-
-    def feature_rows(self) -> Iterator[list[float]]:
-        """The 12 model features of each usable candidate, in `usable` order."""
-        request, bins = self.request, self.bins
-        at_ms, candidates = request["ts_ms"], request["candidates"]
-        context = request_context(at_ms, request["rider_rating"], request["surge_multiplier"],
-                                  request["est_duration_min"])
-        for i in self.usable:
-            yield candidate_features(bins[i], at_ms, candidates[i]["pickup_eta_min"], context)
+    ages_ms: np.ndarray
+    usable: np.ndarray  # bool per candidate
+    features: np.ndarray  # one row per candidate: fewer numpy calls than picking the usable rows first
 
 
-def rank_requests(
-    requests: Sequence[Mapping[str, Any]], rows: Sequence[Sequence[FeatureRow] | str], model: ModelExport | None,
-    policy: Policy,
-) -> list[Ranking]:
-    """Rank validated requests together (`rows[k]` belongs to `requests[k]`): one model call scores every
-    usable candidate of them all; fallbacks stay per request."""
-    plans = [_plan(request, request_rows, model, policy) for request, request_rows in zip(requests, rows, strict=True)]
+def rank_requests(requests: Sequence[Mapping[str, Any]], reads: Sequence[FeatureMatrix | str],
+                  model: ModelExport | None, policy: Policy) -> list[Ranking]:
+    """Rank validated requests together (`reads[k]` belongs to `requests[k]`): one model call scores the
+    candidates of them all; fallbacks stay per request."""
+    plans = [_plan(request, read, model, policy) for request, read in zip(requests, reads, strict=True)]
     scored = [plan for plan in plans if isinstance(plan, _Plan)]
     if not scored:
         return plans  # type: ignore[return-value] - every entry is a fallback Ranking
-    width = len(MODEL_FEATURES)
-    count = sum(len(plan.usable) for plan in scored)
-    # one flat pass into a float64 buffer: several times cheaper than np.array over a list of lists
-    cells = chain.from_iterable(chain.from_iterable(plan.feature_rows() for plan in scored))
-    predicted = model.predict_proba(np.fromiter(cells, np.float64, count * width).reshape(-1, width))
+    features = scored[0].features if len(scored) == 1 else np.concatenate([plan.features for plan in scored])
+    predicted = model.predict_proba(features)
     rankings, start = [], 0
     for plan in plans:
         if isinstance(plan, _Plan):
@@ -101,43 +90,49 @@ def rank_requests(
     return rankings
 
 
-def _plan(request: Mapping[str, Any], rows: Sequence[FeatureRow] | str, model: ModelExport | None,
+def _plan(request: Mapping[str, Any], read: FeatureMatrix | str, model: ModelExport | None,
           policy: Policy) -> _Plan | Ranking:
     """What the model must score for this request, or its whole-request fallback."""
     candidates = request["candidates"]
-    if isinstance(rows, str):
-        return distance_only(candidates, rows, ["missing"] * len(candidates), [])
-    at_ms, max_age_ms = request["ts_ms"], policy.max_feature_age_ms
-    bins = [row.bins for row in rows]
-    statuses = [record_status(b, at_ms, max_age_ms) for b in bins]
-    ages = ages_ms(rows)
+    if isinstance(read, str):
+        return distance_only(candidates, read, ["missing"] * len(candidates), NO_AGES)
+    if read.unreadable:
+        raise UnreadableRecord(f"the record of {candidates[read.unreadable[0]]['driver_id']!r} holds a value that "
+                               "is not a number")
+    stored, at_ms = read.values, request["ts_ms"]
+    codes = status_codes(stored, at_ms, policy.max_feature_age_ms)
+    statuses = [FEATURE_STATUSES[code] for code in codes.tolist()]
+    event_ms = stored[:, EVENT_COLUMN]
+    ages = read.now_ms - event_ms[~np.isnan(event_ms)]
     if model is None:
         return distance_only(candidates, NO_MODEL, statuses, ages)
-    usable = [i for i, status in enumerate(statuses) if status in USABLE]
-    if not usable:
+    usable = codes <= PARTIAL
+    if not usable.any():
         return distance_only(candidates, NO_FEATURES, statuses, ages)
-    return _Plan(request, bins, statuses, ages, usable)
+    etas = np.array([candidate["pickup_eta_min"] for candidate in candidates])
+    features = model_feature_columns(stored, at_ms, etas, request["rider_rating"], request["surge_multiplier"],
+                                     request["est_duration_min"])
+    return _Plan(request, etas, statuses, ages, usable, features)
 
 
 def _model_ranking(plan: _Plan, predicted: np.ndarray, prior: float, penalty: float) -> Ranking:
     """Rank by expected cost; candidates without usable features get the prior."""
     candidates, statuses = plan.request["candidates"], plan.statuses
-    etas = [c["pickup_eta_min"] for c in candidates]
-    risks = [prior] * len(candidates)
-    for i, risk in zip(plan.usable, predicted.tolist(), strict=True):
-        risks[i] = risk
-    costs = [eta + risk * penalty for eta, risk in zip(etas, risks, strict=True)]
+    risks = np.where(plan.usable, predicted, prior)
+    costs = plan.etas + risks * penalty
     # (cost, eta, driver_id, index) tuples sort by cost, ties by eta then driver_id
-    order = sorted(zip(costs, etas, [c["driver_id"] for c in candidates], range(len(candidates)), strict=True))
+    order = sorted(zip(costs.tolist(), plan.etas.tolist(), [c["driver_id"] for c in candidates],
+                       range(len(candidates)), strict=True))
+    risk_values = risks.tolist()
     ranked = [
-        ranked_candidate(driver_id, rank, risks[i], eta, cost, statuses[i])
+        ranked_candidate(driver_id, rank, risk_values[i], eta, cost, statuses[i])
         for rank, (cost, eta, driver_id, i) in enumerate(order, start=1)
     ]
-    return Ranking("model", None, ranked, statuses, predicted, plan.ages_ms)
+    return Ranking("model", None, ranked, statuses, predicted[plan.usable], plan.ages_ms)
 
 
 def distance_only(
-    candidates: Sequence[Mapping[str, Any]], reason: str, statuses: Sequence[str], ages_ms: Sequence[int]
+    candidates: Sequence[Mapping[str, Any]], reason: str, statuses: Sequence[str], ages_ms: np.ndarray
 ) -> Ranking:
     """The whole-request fallback: ascending eta, ties by driver_id, no risk, cost = eta."""
     order = sorted(range(len(candidates)), key=lambda i: (candidates[i]["pickup_eta_min"], candidates[i]["driver_id"]))
@@ -146,4 +141,4 @@ def distance_only(
                          candidates[i]["pickup_eta_min"], statuses[i])
         for rank, i in enumerate(order, start=1)
     ]
-    return Ranking("distance_only", reason, ranked, list(statuses), np.empty(0), list(ages_ms))
+    return Ranking("distance_only", reason, ranked, list(statuses), np.empty(0), ages_ms)

@@ -1,4 +1,4 @@
-"""One batch read of every candidate's served bins per request, under a deadline, off or on the event loop."""
+"""One batch read of every candidate's stored columns per request, under a deadline, off or on the event loop."""
 
 from __future__ import annotations
 
@@ -9,22 +9,22 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 
-from featurestore.base import FeatureRow, OnlineStore, StoreError, StoreTimeout
-from schemas.features import SERVED_BINS
+from features.derive import STORED_COLUMNS
+from featurestore.base import FeatureMatrix, OnlineStore, StoreError, StoreTimeout
 from scorer.rank import STORE_ERROR, STORE_TIMEOUT
 
 log = logging.getLogger(__name__)
 
-READ_BINS = (*SERVED_BINS, "_event_ms")
 READ_MODES = ("auto", "executor", "inline")
 INLINE_BACKENDS = frozenset({"sqlite"})  # local, sub-ms, CPU-bound reads: a thread hop only adds GIL waits
 
 
-def read_rows(store: OnlineStore, driver_ids: Sequence[str], deadline_s: float) -> list[FeatureRow] | str:
-    """A blocking read; a store error, or an answer later than the deadline, gives the fallback reason."""
+def read_features(store: OnlineStore, driver_ids: Sequence[str], deadline_s: float) -> FeatureMatrix | str:
+    """A blocking read of the columns the features are derived from; a store error, or an answer later than the
+    deadline, gives the fallback reason."""
     started = time.perf_counter()
     try:
-        rows = store.read(driver_ids, READ_BINS)
+        read = store.read_matrix(driver_ids, STORED_COLUMNS)
     except StoreTimeout:
         return STORE_TIMEOUT
     except StoreError as exc:
@@ -33,7 +33,7 @@ def read_rows(store: OnlineStore, driver_ids: Sequence[str], deadline_s: float) 
     except Exception:  # a backend bug must not cost the request its answer
         log.exception("feature read raised outside the store contract")
         return STORE_ERROR
-    return rows if time.perf_counter() - started <= deadline_s else STORE_TIMEOUT
+    return read if time.perf_counter() - started <= deadline_s else STORE_TIMEOUT
 
 
 def resolve_mode(mode: str, backend: str) -> str:
@@ -62,13 +62,14 @@ class FeatureReader:
 
     def _warm_up(self) -> None:
         """Open this thread's store connection with a throwaway read."""
-        read_rows(self.store, ["warm-up"], 60.0)
+        read_features(self.store, ["warm-up"], 60.0)
 
-    async def read(self, driver_ids: Sequence[str]) -> list[FeatureRow] | str:
-        """The rows of `driver_ids` in order, or `store_error` / `store_timeout`."""
+    async def read(self, driver_ids: Sequence[str]) -> FeatureMatrix | str:
+        """The records of `driver_ids` in order, or `store_error` / `store_timeout`."""
         if self._pool is None:
-            return read_rows(self.store, driver_ids, self.deadline_s)
-        job = asyncio.get_running_loop().run_in_executor(self._pool, read_rows, self.store, driver_ids, self.deadline_s)
+            return read_features(self.store, driver_ids, self.deadline_s)
+        job = asyncio.get_running_loop().run_in_executor(self._pool, read_features, self.store, driver_ids,
+                                                         self.deadline_s)
         try:
             return await asyncio.wait_for(job, self.deadline_s)
         except TimeoutError:

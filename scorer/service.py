@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from featurestore.base import FeatureRow, OnlineStore
+from featurestore.base import FeatureMatrix, OnlineStore
 from modelregistry.export import ModelExport
 from runtime.config import Settings
 from schemas.fields import Problem
@@ -25,7 +25,7 @@ from schemas.messages import (
 from scorer import metrics
 from scorer.drift import DriftMonitor
 from scorer.model_watch import ActiveModel
-from scorer.rank import SCORER_ERROR, Policy, Ranking, distance_only, rank_requests
+from scorer.rank import NO_AGES, SCORER_ERROR, Policy, Ranking, distance_only, rank_requests
 from scorer.reader import FeatureReader
 
 log = logging.getLogger(__name__)
@@ -135,9 +135,9 @@ class Scorer:
         candidates, one model call; fallbacks are per-request answers, never exceptions."""
         started = time.perf_counter()
         model = self.active.model  # one model for the whole batch, even if a reload lands meanwhile
-        rows = await self.reader.read([c["driver_id"] for request in requests for c in request["candidates"]])
+        read = await self.reader.read([c["driver_id"] for request in requests for c in request["candidates"]])
         read_done = time.perf_counter()
-        rankings = self._rank(requests, _split(rows, requests), model)
+        rankings = self._rank(requests, _split(read, requests), model)
         done = time.perf_counter()
         same_model = model is self.active.model
         timings = {"features": _ms(read_done - started), "model": _ms(done - read_done), "total": _ms(done - started)}
@@ -149,19 +149,18 @@ class Scorer:
                                             timings_ms=timings))
         return responses
 
-    def _rank(self, requests: Sequence[Mapping[str, Any]], rows: list[list[FeatureRow] | str],
+    def _rank(self, requests: Sequence[Mapping[str, Any]], reads: list[FeatureMatrix | str],
               model: ModelExport | None) -> list[Ranking]:
         """`rank_requests`, or when it raises, each request alone; a request whose ranking fails is answered
         distance-only (`scorer_error`)."""
         try:
-            return rank_requests(requests, rows, model, self.policy)
-        except Exception:  # a bug must not leave the request unanswered
+            return rank_requests(requests, reads, model, self.policy)
+        except Exception:  # a bug or an unreadable record must not leave the request unanswered
             if len(requests) > 1:
-                return [self._rank([request], [request_rows], model)[0]
-                        for request, request_rows in zip(requests, rows, strict=True)]
+                return [self._rank([request], [read], model)[0] for request, read in zip(requests, reads, strict=True)]
             log.exception("ranking request %s failed; answering distance-only", requests[0]["request_id"])
             candidates = requests[0]["candidates"]
-            return [distance_only(candidates, SCORER_ERROR, ["missing"] * len(candidates), [])]
+            return [distance_only(candidates, SCORER_ERROR, ["missing"] * len(candidates), NO_AGES)]
 
     def _record(self, ranking: Ranking, same_model: bool, read_s: float, model_s: float) -> None:
         metrics.record_ranking(ranking, read_s, model_s)
@@ -182,14 +181,16 @@ def _recover_request_id(raw: bytes | None) -> str | None:
     return request_id if reason is None else None
 
 
-def _split(rows: list[FeatureRow] | str, requests: Sequence[Mapping[str, Any]]) -> list[list[FeatureRow] | str]:
-    """Each request's rows of one batch read (a failure reason applies to every request)."""
-    if isinstance(rows, str):
-        return [rows] * len(requests)
+def _split(read: FeatureMatrix | str, requests: Sequence[Mapping[str, Any]]) -> list[FeatureMatrix | str]:
+    """Each request's part of one batch read (a failure reason applies to every request)."""
+    if isinstance(read, str):
+        return [read] * len(requests)
+    if len(requests) == 1:
+        return [read]
     out, start = [], 0
     for request in requests:
         end = start + len(request["candidates"])
-        out.append(rows[start:end])
+        out.append(read.rows(start, end))
         start = end
     return out
 

@@ -13,7 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 from scorer_helpers import HISTOGRAM, PRIOR, TS_MS, driver_record, expected_risk, make_model, save_model, score_request
 
-from featurestore.base import FeatureRow, OnlineStore, StoreError
+from features.derive import STORED_COLUMNS
+from featurestore.base import FeatureMatrix, FeatureRow, OnlineStore, StoreError
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings
 from schemas.messages import decode_score_request, encode
@@ -21,7 +22,7 @@ from scorer.drift import DriftMonitor, psi, training_bins
 from scorer.metrics import FOLD_EVERY, ArrayHistogram
 from scorer.model_watch import ActiveModel
 from scorer.rank import NO_FEATURES, NO_MODEL, STORE_ERROR, STORE_TIMEOUT, Policy, rank_request
-from scorer.reader import READ_BINS, FeatureReader, read_rows
+from scorer.reader import FeatureReader, read_features
 from scorer.service import Incoming, Origin, Scorer
 
 POLICY = Policy(redispatch_penalty_min=5.0, max_feature_age_ms=86_400_000)
@@ -39,7 +40,7 @@ def store(tmp_path: Path) -> SQLiteStore:
 def ranked(candidates: list[tuple[str, float]], store: OnlineStore, model=None, rows=None):
     request, problems = decode_score_request(encode(score_request("r1", candidates)))
     assert not problems
-    rows = rows if rows is not None else store.read([d for d, _ in candidates], READ_BINS)
+    rows = rows if rows is not None else store.read_matrix([d for d, _ in candidates], STORED_COLUMNS)
     return rank_request(request, rows, model if model is not None else make_model("v1"), POLICY)
 
 
@@ -97,7 +98,7 @@ def test_store_failure_gives_distance_only(store, reason):
 
 def test_no_model_gives_distance_only(store):
     request, _ = decode_score_request(encode(score_request("r1", [("a", 2.0), ("b", 1.0)])))
-    ranking = rank_request(request, store.read(["a", "b"], READ_BINS), None, POLICY)
+    ranking = rank_request(request, store.read_matrix(["a", "b"], STORED_COLUMNS), None, POLICY)
     assert (ranking.strategy, ranking.reason) == ("distance_only", NO_MODEL)
     assert [c["feature_status"] for c in ranking.ranked] == ["present", "present"]
 
@@ -157,7 +158,7 @@ def test_store_errors_and_deadline_fall_back_within_budget(mode):
     assert result == STORE_TIMEOUT
     if mode == "executor":  # the loop is not blocked: the answer comes at the deadline, not after the read
         assert elapsed < 0.1
-    assert isinstance(read_rows(FakeStore(), ["a"], 1.0), list)
+    assert isinstance(read_features(FakeStore(), ["a"], 1.0), FeatureMatrix)
 
 
 def settings_for(tmp_path: Path, **overrides) -> Settings:

@@ -19,7 +19,7 @@ from strategies import raw_messages, score_request_values
 from topic_reader import read_topic
 
 from clients import BlockingRiskScoreClient
-from featurestore.base import FeatureRow
+from features.derive import STORED_COLUMNS
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings
 from runtime.kafka_clients import producer_options
@@ -27,7 +27,6 @@ from runtime.topics import admin_client, count_topic, create_topics
 from schemas.messages import decode_score_request, encode
 from scorer.harness import WorkerProcess, free_port
 from scorer.rank import Policy, rank_request
-from scorer.reader import READ_BINS
 
 pytestmark = pytest.mark.kafka
 SESSION_TIMEOUT_S = 10.0  # the scorer's default group session timeout
@@ -147,8 +146,8 @@ def test_ranking_through_kafka_on_known_features(deployment):
     # the worker's answer is the pure core's answer on the same state
     decoded, _ = decode_score_request(encode(request))
     with SQLiteStore(deployment.root / "features.db") as store:
-        rows: list[FeatureRow] = store.read(["a", "b", "c", "ghost"], READ_BINS)
-    assert rank_request(decoded, rows, make_model(V1), Policy()).ranked == response["ranked"]
+        read = store.read_matrix(["a", "b", "c", "ghost"], STORED_COLUMNS)
+    assert rank_request(decoded, read, make_model(V1), Policy()).ranked == response["ranked"]
 
     unknown = deployment.ask(score_request("rank-2", [("x1", 3.0), ("x2", 1.0)]))
     assert (unknown["strategy"], unknown["reason"]) == ("distance_only", "no_features")

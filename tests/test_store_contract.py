@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from aerospike import exception as aerospike_errors
 from tcp_proxy import TcpProxy
@@ -153,6 +154,29 @@ def test_batch_read_present_absent_partial(store: OnlineStore, new_ids: Callable
     assert rows[2].bins["ds_total_trips"] == 1
     assert rows[0].age_ms == rows[0].now_ms - FULL["_event_ms"]
     assert store.read([], READ_BINS) == []
+
+
+def test_matrix_read_holds_the_same_records_as_the_read(store: OnlineStore,
+                                                        new_ids: Callable[[int], list[str]]) -> None:
+    full, partial, ghost = new_ids(3)
+    store.write([(full, FULL), (partial, PARTIAL)])
+    ids = [full, ghost, partial, full]
+    before = int(time.time() * 1000)
+    read = store.read_matrix(ids, READ_BINS)
+    assert read.values.shape == (4, len(READ_BINS)) and read.unreadable == ()
+    assert before <= read.now_ms <= int(time.time() * 1000) + 1
+    for row, values in zip(store.read(ids, READ_BINS), read.values, strict=True):
+        wanted = [math.nan if row.bins is None or row.bins.get(name) is None else row.bins[name] for name in READ_BINS]
+        assert values.tolist() == pytest.approx(wanted, nan_ok=True, rel=0, abs=0)
+    assert read.values[0, READ_BINS.index("_event_ms")] == FULL["_event_ms"]
+    assert store.read_matrix([], READ_BINS).values.shape == (0, len(READ_BINS))
+    many = [full, ghost] * 400  # beyond one statement's ids
+    assert np.array_equal(store.read_matrix(many, READ_BINS).values, np.tile(read.values[:2], (400, 1)),
+                          equal_nan=True)
+    with pytest.raises(BadInput, match="da_resp_1h.*lists"):
+        store.read_matrix([full], ("da_resp_1h",))
+    with pytest.raises(BadInput, match="ds_bogus.*unknown bin"):
+        store.read_matrix([full], ("ds_total_trips", "ds_bogus"))
 
 
 def test_read_selects_only_requested_bins(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:

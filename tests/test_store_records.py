@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
-from featurestore.base import BadInput
+from featurestore.base import BadInput, feature_matrix
 from featurestore.records import check_bin_names, check_record, prepare
 
 
@@ -33,3 +38,33 @@ def test_bin_name_check_is_cached_and_strict() -> None:
     assert check_bin_names(["ds_total_trips", "_event_ms"]) == ("ds_total_trips", "_event_ms")
     with pytest.raises(BadInput, match="16 bytes"):
         check_bin_names(("ds_sixteen_bytes",))
+
+
+cell = st.one_of(st.none(), st.integers(-(2**70), 2**70), st.floats(), st.booleans(), st.text(max_size=3),
+                 st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=1), st.integers(), max_size=1))
+
+
+def _number(value: Any) -> float | None:
+    """The float a cell stands for, or None when it is not a number (NaN for an absent cell)."""
+    if value is None:
+        return math.nan
+    try:
+        return float(np.float64(value)) if not isinstance(value, list | dict) else None
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(cell, min_size=3, max_size=3), max_size=6))
+@example([[1, None, 2.5], ["x", 1, 1], [[1], 2, 3]])
+def test_feature_matrix_keeps_each_row_in_place_and_marks_the_unreadable(rows: list[list[Any]]) -> None:
+    read = feature_matrix(rows, 3, 7)
+    assert read.values.shape == (len(rows), 3) and read.values.dtype == np.float64 and read.now_ms == 7
+    for i, row in enumerate(rows):
+        numbers = [_number(value) for value in row]
+        if None in numbers:
+            assert i in read.unreadable and np.isnan(read.values[i]).all()
+        else:
+            assert i not in read.unreadable
+            assert np.array_equal(read.values[i], np.array(numbers), equal_nan=True)
+    assert read.rows(1, len(rows)).unreadable == tuple(i - 1 for i in read.unreadable if i >= 1)

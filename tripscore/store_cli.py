@@ -12,8 +12,8 @@ from typing import Any
 
 from features.derive import STORE_FEATURE_COUNT, model_features, record_status
 from featurestore import StoreError, open_store
+from featurestore.base import now_ms
 from featurestore.metadata import register_feature_metadata
-from featurestore.records import now_ms
 from runtime.config import Settings, load_settings
 from schemas.features import BIN_NAMES, MODEL_FEATURES
 
