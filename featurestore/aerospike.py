@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import aerospike
@@ -16,6 +16,7 @@ from aerospike_helpers.operations import operations as ops
 
 from featurestore.base import (
     BadInput,
+    FeatureMatrix,
     FeatureRow,
     OnlineStore,
     Record,
@@ -24,6 +25,8 @@ from featurestore.base import (
     StoreTimeout,
     StoreUnavailable,
     WriteResult,
+    check_numeric_bins,
+    feature_matrix,
     now_ms,
 )
 from featurestore.records import (
@@ -226,12 +229,29 @@ class AerospikeStore(OnlineStore):
 
     def read(self, entity_ids: Sequence[str], bins: Sequence[str]) -> list[FeatureRow]:
         names = check_bin_names(bins)
+        rows: list[FeatureRow] = []
+        for chunk, records, now in self._batch_reads(entity_ids, names):
+            rows += [FeatureRow(entity_id, record, names, now)
+                     for entity_id, record in zip(chunk, records)]  # noqa: B905 - one record per key
+        return rows
+
+    def read_matrix(self, entity_ids: Sequence[str], bins: Sequence[str]) -> FeatureMatrix:
+        names = check_bin_names(bins)
+        check_numeric_bins(names)
+        absent, values, now = [None] * len(names), [], now_ms()
+        for _, records, read_ms in self._batch_reads(entity_ids, names):
+            values += [absent if record is None else [record.get(name) for name in names] for record in records]
+            now = read_ms
+        return feature_matrix(values, len(names), now)
+
+    def _batch_reads(self, entity_ids: Sequence[str], names: tuple[str, ...],
+                     ) -> Iterator[tuple[Sequence[str], list[dict[str, Any] | None], int]]:
+        """Per batch of at most `MAX_BATCH_KEYS` ids: the ids, their bins (None: no record) and the read time."""
         bin_list = self._bin_lists.get(names)
         if bin_list is None:
             bin_list = self._bin_lists[names] = list(names)
         client = self._client or self.client()
         namespace, record_set = self.namespace, self.record_set
-        rows: list[FeatureRow] = []
         for start in range(0, len(entity_ids), MAX_BATCH_KEYS):
             chunk = entity_ids[start : start + MAX_BATCH_KEYS]
             try:
@@ -241,11 +261,7 @@ class AerospikeStore(OnlineStore):
             now = now_ms()
             if result.result != OK:  # 0 covers found and not found alike
                 check_batch(result, (OK, NOT_FOUND), "batch read")
-            rows += [
-                FeatureRow(entity_id, record.record[2] if record.result == OK else None, names, now)
-                for entity_id, record in zip(chunk, result.batch_records)  # noqa: B905 - one entry per key
-            ]
-        return rows
+            yield chunk, [record.record[2] if record.result == OK else None for record in result.batch_records], now
 
     def delete(self, entity_ids: Sequence[str]) -> int:
         client = self.client()

@@ -31,9 +31,10 @@ from strategies import (
 
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings
-from schemas.fast_check import fast_checker
+from schemas.fast_check import column_checker, fast_checker
 from schemas.fields import TS_MAX_MS
 from schemas.messages import (
+    CANDIDATE,
     DEAD_LETTER_MAX_BYTES,
     SCORE_REQUEST,
     TRIP_EVENT,
@@ -167,6 +168,34 @@ def test_encode_writes_any_json_value_and_it_reads_back(value: Any) -> None:
 @example(FAST_PATH_EDGES[6])
 def test_the_fast_path_decides_score_requests_as_the_complete_check(raw: bytes | None) -> None:
     assert decode_score_request(raw) == _decided_fully(explain_score_request)(raw)
+
+
+candidate_ids = st.one_of(st.text("abcXYZ019_.:-", min_size=1, max_size=66), st.sampled_from(
+    ["", "a\nb", "a\n", "\u00e9", "a b", "x" * 64, "x" * 65]), st.integers(), st.none())
+candidate_etas = st.one_of(st.floats(-1, 1e6), st.sampled_from([-0.0, 0.0, 1e308, float("nan"), float("inf")]),
+                           st.integers(-5, 2**60), st.booleans(), st.none(), st.text(max_size=2))
+candidate_items = st.one_of(
+    st.fixed_dictionaries({"driver_id": candidate_ids, "pickup_eta_min": candidate_etas}),
+    st.fixed_dictionaries({"driver_id": candidate_ids}, optional={"pickup_eta_min": candidate_etas, "x": st.none()}),
+    st.lists(st.text(max_size=9), max_size=2), st.text(max_size=9), st.integers())
+
+
+@FUZZ
+@given(st.lists(candidate_items, max_size=8) | st.lists(st.fixed_dictionaries(
+    {"driver_id": st.text("abc019", min_size=1, max_size=9), "pickup_eta_min": st.floats(0, 1e6)}), max_size=8))
+@example([{"driver_id": "a", "pickup_eta_min": 1e308}, {"driver_id": "b", "pickup_eta_min": 1e308}])
+@example([{"driver_id": "a\nb", "pickup_eta_min": 1.0}])
+def test_a_candidate_list_taken_whole_is_what_the_item_wise_check_makes_of_it(items: list[Any]) -> None:
+    """The whole-list check of plain candidates never raises, and takes a list only when the item-wise check would
+    leave every item as it is; it takes the usual valid list."""
+    item_wise = fast_checker("candidate", CANDIDATE)
+    taken = column_checker(CANDIDATE)(items)
+    if taken:
+        assert all(item_wise(item) == item for item in items)
+    plain = all(type(item) is dict and set(item) == {"driver_id", "pickup_eta_min"}
+                and type(item["pickup_eta_min"]) is float and item_wise(item) == item for item in items)
+    if plain and sum(item["pickup_eta_min"] for item in items) < 1e307:
+        assert taken
 
 
 @FUZZ
