@@ -26,8 +26,8 @@ from featurestore.base import (
     StoreUnavailable,
     WriteResult,
     check_numeric_bins,
-    feature_matrix,
     now_ms,
+    records_matrix,
 )
 from featurestore.records import (
     METADATA_SETS,
@@ -238,11 +238,12 @@ class AerospikeStore(OnlineStore):
     def read_matrix(self, entity_ids: Sequence[str], bins: Sequence[str]) -> FeatureMatrix:
         names = check_bin_names(bins)
         check_numeric_bins(names)
-        absent, values, now = [None] * len(names), [], now_ms()
+        found: list[dict[str, Any] | None] = []
+        now = now_ms()
         for _, records, read_ms in self._batch_reads(entity_ids, names):
-            values += [absent if record is None else [record.get(name) for name in names] for record in records]
+            found += records
             now = read_ms
-        return feature_matrix(values, len(names), now)
+        return records_matrix(found, names, now)
 
     def _batch_reads(self, entity_ids: Sequence[str], names: tuple[str, ...],
                      ) -> Iterator[tuple[Sequence[str], list[dict[str, Any] | None], int]]:

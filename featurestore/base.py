@@ -97,6 +97,13 @@ def feature_matrix(rows: Sequence[Sequence[Any]], width: int, read_ms: int) -> F
     return FeatureMatrix(values, read_ms, tuple(unreadable))
 
 
+def records_matrix(records: Sequence[Mapping[str, Any] | None], bins: Sequence[str], read_ms: int) -> FeatureMatrix:
+    """Records as read (bins dicts; None for no record) as a `FeatureMatrix` of `bins`."""
+    absent = [None] * len(bins)
+    rows = [absent if record is None else [record.get(name) for name in bins] for record in records]
+    return feature_matrix(rows, len(bins), read_ms)
+
+
 @dataclass(frozen=True)
 class WriteResult:
     """Outcome of a bulk write: records applied, and records skipped because the store held newer state."""
@@ -135,9 +142,7 @@ class OnlineStore(ABC):
         """`read` of numeric `bins` as one float64 matrix; backends may override it with a faster path."""
         check_numeric_bins(bins)
         rows = self.read(entity_ids, bins)
-        absent = [None] * len(bins)
-        values = [absent if row.bins is None else [row.bins.get(name) for name in bins] for row in rows]
-        return feature_matrix(values, len(bins), rows[0].now_ms if rows else now_ms())
+        return records_matrix([row.bins for row in rows], bins, rows[0].now_ms if rows else now_ms())
 
     @abstractmethod
     def delete(self, entity_ids: Sequence[str]) -> int:

@@ -19,7 +19,7 @@ from features.derive import (
     status_codes,
 )
 from features.fold import DAY_MS
-from featurestore.base import feature_matrix
+from featurestore.base import records_matrix
 from schemas.messages import FEATURE_STATUSES
 
 AT_MS = 20_000 * DAY_MS + 8 * HOUR_MS  # 08:00 UTC, a peak hour
@@ -39,11 +39,6 @@ def _same(left: list[float], right: list[float]) -> bool:
     return all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(left, right, strict=True))
 
 
-def _matrix(bins: list[dict[str, Any] | None]) -> np.ndarray:
-    rows = [[None] * len(STORED_COLUMNS) if b is None else [b.get(n) for n in STORED_COLUMNS] for b in bins]
-    return feature_matrix(rows, len(STORED_COLUMNS), 0).values
-
-
 @settings(max_examples=300, deadline=None)
 @given(st.lists(records, min_size=1, max_size=20), st.integers(AT_MS - DAY_MS, AT_MS + DAY_MS),
        st.floats(0, 60), st.floats(1, 5), st.floats(1, 4), st.floats(1, 120))
@@ -52,7 +47,7 @@ def _matrix(bins: list[dict[str, Any] | None]) -> np.ndarray:
 def test_one_record_and_a_column_of_records_derive_alike(bins: list[dict[str, Any] | None], at_ms: int,
                                                           eta: float, rider: float, surge: float,
                                                           duration: float) -> None:
-    stored = _matrix(bins)
+    stored = records_matrix(bins, STORED_COLUMNS, 0).values
     columns = model_feature_columns(stored, at_ms, np.full(len(bins), eta), rider, surge, duration)
     codes = status_codes(stored, at_ms, MAX_AGE_MS)
     for record, row, code in zip(bins, columns, codes, strict=True):
