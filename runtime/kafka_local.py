@@ -127,8 +127,11 @@ def server_properties(settings: Settings, paths: BrokerPaths, controller_port: i
 
 
 def _cluster_id() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, never starting with `-` (the storage
+    tool would read it as an option; Kafka's own `Uuid.randomUuid` skips those too)."""
+    while (cluster_id := base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()).startswith("-"):
+        pass
+    return cluster_id
 
 
 def _java(main: str, *args: str, paths: BrokerPaths) -> list[str]:

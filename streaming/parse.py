@@ -10,7 +10,6 @@ one row per bucket and Arrow batch keeps both costs per bucket, not per record o
 from __future__ import annotations
 
 import marshal
-import time
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 from pyspark.sql.types import ArrayType, BinaryType, IntegerType, LongType, StructField, StructType
 
 from features.fold import EventTuple
+from featurestore.base import now_ms
 from schemas.messages import decode_trip_event
 
 INVALID_KEY = ""
@@ -81,7 +81,7 @@ def parse_batches(batches: Iterator[pa.RecordBatch], buckets: int) -> Iterator[p
     Spark's `current_timestamp()`, which each micro-batch inlines as a new literal: new code to compile every batch.
     """
     for batch in batches:
-        now_ms = time.time_ns() // 1_000_000
+        clock_ms = now_ms()
         by_bucket: dict[int, tuple[list[int | None], dict[str, list[Record]]]] = {}
         bucket_by_driver: dict[str, int] = {}
         for key, value, partition, offset in zip(*(batch.column(c).to_pylist() for c in RAW_COLUMNS), strict=True):
@@ -95,7 +95,7 @@ def parse_batches(batches: Iterator[pa.RecordBatch], buckets: int) -> Iterator[p
             by_driver.setdefault(driver_id, []).append(record(event, key, value, partition, offset))
         rows = by_bucket.values()
         latest = [max((t for t in times if t is not None), default=None) for times, _ in rows]
-        columns = [list(by_bucket), [None if t is None else min(t, now_ms) for t in latest],
+        columns = [list(by_bucket), [None if t is None else min(t, clock_ms) for t in latest],
                    [times for times, _ in rows], [pack(by_driver) for _, by_driver in rows]]
         yield pa.RecordBatch.from_arrays([pa.array(c, f.type) for c, f in zip(columns, _ARROW_SCHEMA, strict=True)],
                                          schema=_ARROW_SCHEMA)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import time
@@ -92,3 +93,12 @@ def test_kafka_status_lists_the_spec_topics(kafka_bootstrap: str, capsys: pytest
     assert f"bootstrap:    {kafka_bootstrap} (reachable)" in out
     for name in spec_topics(load_settings()):
         assert re.search(rf"^  {re.escape(name)} +\d+ partitions$", out, re.MULTILINE), out
+
+
+def test_a_local_cluster_id_is_16_bytes_and_never_reads_as_an_option() -> None:
+    """One id in 64 would start with `-`, which the storage tool takes for an option (found by a failed CI run)."""
+    from runtime.kafka_local import _cluster_id
+
+    ids = [_cluster_id() for _ in range(3_000)]
+    assert not any(cluster_id.startswith("-") for cluster_id in ids)
+    assert {len(base64.urlsafe_b64decode(cluster_id + "==")) for cluster_id in ids} == {16}
