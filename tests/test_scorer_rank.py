@@ -10,11 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 from scorer_helpers import HISTOGRAM, PRIOR, TS_MS, driver_record, expected_risk, make_model, save_model, score_request
 
 from features.derive import STORED_COLUMNS
-from featurestore.base import FeatureMatrix, FeatureRow, OnlineStore, StoreError
+from featurestore.base import FeatureMatrix, FeatureRow, OnlineStore, StoreError, records_matrix
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings
 from schemas.messages import decode_score_request, encode
@@ -79,6 +81,28 @@ def test_ties_break_by_eta_then_driver_id(store):
     costs = [c["expected_cost_min"] for c in ranking.ranked]
     assert costs == sorted(costs)
     assert [c["driver_id"] for c in ranking.ranked] == ["a", "ghost", "z1", "z2"]
+
+
+RECORDS = {"none": None, "low": driver_record("x", 0.1)[1], "high": driver_record("x", 0.6)[1],
+           "stale": driver_record("x", 0.1, event_ms=TS_MS - 2 * 86_400_000)[1]}
+
+
+@given(st.lists(st.tuples(st.sampled_from([1.0, 2.0, 2.5]), st.sampled_from(sorted(RECORDS))), min_size=1,
+                max_size=12),
+       st.sampled_from([0.0, 1.0]), st.randoms(use_true_random=False))
+@example([(2.0, "low"), (2.0, "low"), (1.0, "high")], 1.0, None)  # equal costs and etas: driver_id decides
+def test_ranked_in_cost_then_eta_then_driver_id_order(drawn, decline_weight, shuffle):
+    """Every candidate ranked once, ranks 1..n, in (cost, eta, driver_id) order, with costs equal often."""
+    ids = [f"d{len(drawn) - i:02d}" for i in range(len(drawn))]  # ids against the order of positions
+    if shuffle is not None:
+        shuffle.shuffle(ids)
+    candidates = [(driver_id, eta) for driver_id, (eta, _) in zip(ids, drawn, strict=True)]
+    rows = records_matrix([RECORDS[kind] for _, kind in drawn], STORED_COLUMNS, TS_MS)
+    ranking = ranked(candidates, None, make_model("v1", decline_weight=decline_weight), rows)
+    keys = [(c["expected_cost_min"], c["pickup_eta_min"], c["driver_id"]) for c in ranking.ranked]
+    assert keys == sorted(keys)
+    assert sorted(c["driver_id"] for c in ranking.ranked) == sorted(ids)
+    assert [c["rank"] for c in ranking.ranked] == list(range(1, len(ids) + 1))
 
 
 def test_all_missing_gives_distance_only(store):
