@@ -148,8 +148,8 @@ class HandleTimes(NamedTuple):
 
 def bench_handle(settings: Settings, store: OnlineStore, requests: list[dict], passes: int) -> HandleTimes:
     """`Scorer.handle` itself (decode, validate, read, derive, predict, rank, encode, metrics, drift) timed per
-    request in `passes` passes over `requests` after a warm-up pass. A request's median over the passes keeps its
-    own cost and drops the seconds-long slow phases of the machine, which the first pass's p99 also holds."""
+    request in `passes` passes over `requests` after a warm-up pass. A request's median over the passes keeps what
+    it costs and drops the machine's seconds-long slow phases, which the first pass's p99 includes."""
     clock = ReadClock(store)
     scorer = Scorer(settings, store)
     origin = Origin(settings.topic_score_requests, 0, 0)
