@@ -25,7 +25,8 @@ STORED_COLUMNS = (*SERVED_BINS, "_event_ms")
 """The record columns the rules read, in this order: the served bins, then the latest event time."""
 _ARGUMENTS = ("ds_decl_rate", "ds_avg_rating", "da_day", "da_trips_day", "da_shift_start", "da_consec_trips",
               "da_accept_1h", "ds_total_trips")
-_ARGUMENT_COLUMNS = [STORED_COLUMNS.index(name) for name in _ARGUMENTS]
+_ARGUMENT_COLUMNS = np.array([STORED_COLUMNS.index(name) for name in _ARGUMENTS], dtype=np.intp)
+"""An index array: numpy converts an index list on every use (3 µs of each scored request)."""
 EVENT_COLUMN = STORED_COLUMNS.index("_event_ms")
 PRESENT, PARTIAL, STALE, MISSING = range(4)
 """Record status codes: positions in `FEATURE_STATUSES`."""
