@@ -315,7 +315,10 @@ def test_two_workers_share_the_requests_and_one_stopped_mid_run_loses_none(kafka
             return all(held) and sorted(held[0] + held[1]) == [0, 1, 2, 3]
 
         deployment.worker.wait_until(shared, "both workers holding partitions", timeout=60)
-        deployment.serve(V1)
+        deployment.serve(V1)  # one worker answered with V1; the other polls the registry on its own clock
+        deployment.worker.wait_until(lambda: all((worker.health() or {}).get("model_version") == V1
+                                                 for worker in (deployment.worker, second)),
+                                     f"both workers serving {V1}", timeout=30)
         pending = {}
         for i in range(100):
             request = score_request(f"shared-{i}", [("a", 2.0), ("b", 3.0), (f"u{i}", 1.0)])
