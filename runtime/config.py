@@ -2,18 +2,66 @@
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 ENV_PREFIX = "TRIPSCORE_"
 SECRET_FIELDS = frozenset({"aerospike_password", "kafka_sasl_password", "kafka_ssl_certfile", "kafka_ssl_keyfile"})
 """Masked whenever settings are shown: passwords, and the paths of client keys and certificates."""
 
 
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
+T = TypeVar("T")
+
+
+class SettingsError(ValueError):
+    """A `TRIPSCORE_*` variable whose value cannot be read; the message names the variable and the problem."""
+
+
 def _env(name: str, default: str) -> str:
     return os.environ.get(ENV_PREFIX + name.upper(), default)
+
+
+def _parsed(name: str, default: str, parse: Callable[[str], T], kind: str) -> T:
+    """The variable's value read by `parse`, or `SettingsError` naming the variable and what it should be."""
+    raw = _env(name, default)
+    try:
+        return parse(raw)
+    except ValueError:
+        raise SettingsError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not {kind}") from None
+
+
+def _finite(text: str) -> float:
+    """A finite float: NaN and the infinities are no setting's value."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value
+
+
+def _boolean(text: str) -> bool:
+    """True or False from one of the words of `TRUE_WORDS` / `FALSE_WORDS`, in any case."""
+    word = text.strip().lower()
+    if word not in TRUE_WORDS | FALSE_WORDS:
+        raise ValueError(text)
+    return word in TRUE_WORDS
+
+
+def _int(name: str, default: str) -> int:
+    return _parsed(name, default, int, "an integer")
+
+
+def _float(name: str, default: str) -> float:
+    return _parsed(name, default, _finite, "a finite number")
+
+
+def _flag(name: str) -> bool:
+    return _parsed(name, "", _boolean, "a boolean (1/0, true/false, yes/no, on/off)")
 
 
 @dataclass(frozen=True)
@@ -29,7 +77,7 @@ class Settings:
     kafka_ssl_cafile: str = field(default_factory=lambda: _env("kafka_ssl_cafile", ""))
     kafka_ssl_certfile: str = field(default_factory=lambda: _env("kafka_ssl_certfile", ""))
     kafka_ssl_keyfile: str = field(default_factory=lambda: _env("kafka_ssl_keyfile", ""))
-    kafka_partitions: int = field(default_factory=lambda: int(_env("kafka_partitions", "4")))
+    kafka_partitions: int = field(default_factory=lambda: _int("kafka_partitions", "4"))
     topic_trip_events: str = field(default_factory=lambda: _env("topic_trip_events", "trip-events"))
     topic_trip_events_dlq: str = field(default_factory=lambda: _env("topic_trip_events_dlq", "trip-events-dlq"))
     topic_score_requests: str = field(default_factory=lambda: _env("topic_score_requests", "score-requests"))
@@ -38,7 +86,7 @@ class Settings:
     sqlite_path: Path | None = field(
         default_factory=lambda: Path(p) if (p := _env("sqlite_path", "")) else None
     )
-    store_ttl_s: int = field(default_factory=lambda: int(_env("store_ttl_s", "0")))
+    store_ttl_s: int = field(default_factory=lambda: _int("store_ttl_s", "0"))
     aerospike_hosts: str = field(default_factory=lambda: _env("aerospike_hosts", "127.0.0.1:3000"))
     aerospike_namespace: str = field(default_factory=lambda: _env("aerospike_namespace", "features"))
     aerospike_set_prefix: str = field(default_factory=lambda: _env("aerospike_set_prefix", ""))
@@ -46,41 +94,41 @@ class Settings:
     aerospike_password: str = field(default_factory=lambda: _env("aerospike_password", ""))
     aerospike_tls_name: str = field(default_factory=lambda: _env("aerospike_tls_name", ""))
     aerospike_tls_cafile: str = field(default_factory=lambda: _env("aerospike_tls_cafile", ""))
-    aerospike_timeout_ms: int = field(default_factory=lambda: int(_env("aerospike_timeout_ms", "50")))
-    aerospike_retries: int = field(default_factory=lambda: int(_env("aerospike_retries", "2")))
+    aerospike_timeout_ms: int = field(default_factory=lambda: _int("aerospike_timeout_ms", "50"))
+    aerospike_retries: int = field(default_factory=lambda: _int("aerospike_retries", "2"))
     spark_master: str = field(default_factory=lambda: _env("spark_master", "local[*]"))
     models_dir: Path = field(default_factory=lambda: Path(_env("models_dir", "models")))
     datasets_dir: Path = field(default_factory=lambda: Path(_env("datasets_dir", "datasets")))
-    redispatch_penalty_min: float = field(default_factory=lambda: float(_env("redispatch_penalty_min", "5.0")))
-    max_feature_age_s: float = field(default_factory=lambda: float(_env("max_feature_age_s", "86400")))
-    store_deadline_ms: float = field(default_factory=lambda: float(_env("store_deadline_ms", "20")))
+    redispatch_penalty_min: float = field(default_factory=lambda: _float("redispatch_penalty_min", "5.0"))
+    max_feature_age_s: float = field(default_factory=lambda: _float("max_feature_age_s", "86400"))
+    store_deadline_ms: float = field(default_factory=lambda: _float("store_deadline_ms", "20"))
     topic_score_dlq: str = field(default_factory=lambda: _env("topic_score_dlq", "trip-events-dlq"))
     scorer_app_id: str = field(default_factory=lambda: _env("scorer_app_id", "tripscore-scorer"))
-    scorer_concurrency: int = field(default_factory=lambda: int(_env("scorer_concurrency", "1")))
-    scorer_batch_max: int = field(default_factory=lambda: int(_env("scorer_batch_max", "16")))
-    scorer_batch_wait_ms: float = field(default_factory=lambda: float(_env("scorer_batch_wait_ms", "2")))
-    scorer_workers: int = field(default_factory=lambda: int(_env("scorer_workers", "1")))
+    scorer_concurrency: int = field(default_factory=lambda: _int("scorer_concurrency", "1"))
+    scorer_batch_max: int = field(default_factory=lambda: _int("scorer_batch_max", "16"))
+    scorer_batch_wait_ms: float = field(default_factory=lambda: _float("scorer_batch_wait_ms", "2"))
+    scorer_workers: int = field(default_factory=lambda: _int("scorer_workers", "1"))
     scorer_read_mode: str = field(default_factory=lambda: _env("scorer_read_mode", "auto"))
-    scorer_read_threads: int = field(default_factory=lambda: int(_env("scorer_read_threads", "4")))
+    scorer_read_threads: int = field(default_factory=lambda: _int("scorer_read_threads", "4"))
     web_bind: str = field(default_factory=lambda: _env("web_bind", "127.0.0.1"))
-    scorer_web_port: int = field(default_factory=lambda: int(_env("scorer_web_port", "6066")))
-    scorer_commit_interval_s: float = field(default_factory=lambda: float(_env("scorer_commit_interval_s", "1.0")))
-    scorer_session_timeout_s: float = field(default_factory=lambda: float(_env("scorer_session_timeout_s", "10")))
+    scorer_web_port: int = field(default_factory=lambda: _int("scorer_web_port", "6066"))
+    scorer_commit_interval_s: float = field(default_factory=lambda: _float("scorer_commit_interval_s", "1.0"))
+    scorer_session_timeout_s: float = field(default_factory=lambda: _float("scorer_session_timeout_s", "10"))
     scorer_instance_id: str = field(default_factory=lambda: _env("scorer_instance_id", ""))
-    model_poll_s: float = field(default_factory=lambda: float(_env("model_poll_s", "1.0")))
+    model_poll_s: float = field(default_factory=lambda: _float("model_poll_s", "1.0"))
     stream_checkpoint: str = field(default_factory=lambda: _env("stream_checkpoint", ""))
     stream_starting_offsets: str = field(default_factory=lambda: _env("stream_starting_offsets", "earliest"))
-    stream_trigger_ms: int = field(default_factory=lambda: int(_env("stream_trigger_ms", "1000")))
-    stream_max_offsets: int = field(default_factory=lambda: int(_env("stream_max_offsets", "200000")))
-    stream_watermark_s: float = field(default_factory=lambda: float(_env("stream_watermark_s", "10")))
-    stream_partitions: int = field(default_factory=lambda: int(_env("stream_partitions", "2")))
+    stream_trigger_ms: int = field(default_factory=lambda: _int("stream_trigger_ms", "1000"))
+    stream_max_offsets: int = field(default_factory=lambda: _int("stream_max_offsets", "200000"))
+    stream_watermark_s: float = field(default_factory=lambda: _float("stream_watermark_s", "10"))
+    stream_partitions: int = field(default_factory=lambda: _int("stream_partitions", "2"))
     stream_state_buckets: int | None = field(  # None: the checkpoint's count, 64 for a new one
-        default_factory=lambda: int(b) if (b := _env("stream_state_buckets", "")) else None)
-    stream_state_idle_s: float = field(default_factory=lambda: float(_env("stream_state_idle_s", "86400")))
-    stream_write_batch: int = field(default_factory=lambda: int(_env("stream_write_batch", "5000")))
-    stream_metrics_port: int = field(default_factory=lambda: int(_env("stream_metrics_port", "9108")))
-    stream_store_giveup_s: float = field(default_factory=lambda: float(_env("stream_store_giveup_s", "600")))
-    verbose: bool = field(default_factory=lambda: _env("verbose", "") not in ("", "0", "false"))
+        default_factory=lambda: _int("stream_state_buckets", "") if _env("stream_state_buckets", "") else None)
+    stream_state_idle_s: float = field(default_factory=lambda: _float("stream_state_idle_s", "86400"))
+    stream_write_batch: int = field(default_factory=lambda: _int("stream_write_batch", "5000"))
+    stream_metrics_port: int = field(default_factory=lambda: _int("stream_metrics_port", "9108"))
+    stream_store_giveup_s: float = field(default_factory=lambda: _float("stream_store_giveup_s", "600"))
+    verbose: bool = field(default_factory=lambda: _flag("verbose"))
 
     @property
     def sqlite_file(self) -> Path:

@@ -27,8 +27,9 @@ def free_port() -> int:
 
 
 def settings_env(settings: Mapping[str, Any]) -> dict[str, str]:
-    """This process's environment plus `settings` as `TRIPSCORE_*` variables."""
-    return {**os.environ, **{ENV_PREFIX + key.upper(): str(value) for key, value in settings.items()}}
+    """This process's environment plus `settings` as `TRIPSCORE_*` variables (`None`: not set here)."""
+    return {**os.environ,
+            **{ENV_PREFIX + key.upper(): str(value) for key, value in settings.items() if value is not None}}
 
 
 def http_get(url: str, timeout: float = 2.0) -> str | None:

@@ -9,7 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from runtime.config import load_settings
+from runtime.config import SettingsError, load_settings
 from runtime.kafka_clients import KafkaAccessError
 from tripscore import __version__
 
@@ -62,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verbose:
         os.environ["TRIPSCORE_VERBOSE"] = "1"  # read by the settings of this process and of its children
-    verbose = load_settings().verbose
+    try:
+        verbose = load_settings().verbose
+    except SettingsError as exc:
+        print(f"tripscore {args.command}: {exc}", file=sys.stderr)
+        return 2
     configure_logging(verbose)
     try:
         return int(args.func(args) or 0)
