@@ -35,7 +35,6 @@ def admin_client(settings: Settings, timeout_s: float = 10.0) -> KafkaAdminClien
         client_id="tripscore-admin",
         request_timeout_ms=max(timeout_ms, 1000),
         bootstrap_timeout_ms=timeout_ms,
-        reconnect_backoff_max_ms=1000,
     )
 
 

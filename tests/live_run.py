@@ -1,8 +1,10 @@
 """A live run through a broker fault, for the Kafka fault tests: the stream and a scorer worker running while a
-day of events is replayed and score requests arrive, and a fault (a broker killed, the broker restarted) part way."""
+day of events (a few malformed ones among them) is replayed and score requests arrive, and a fault (a broker
+killed, the broker restarted) part way."""
 
 from __future__ import annotations
 
+import hashlib
 import random
 import socket
 import subprocess
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 from kafka import KafkaProducer
+from topic_reader import read_topic
 
 from batch.consistency import ConsistencyReport, check_consistency
 from batch.eventlog import to_messages, write_events
@@ -32,6 +35,7 @@ from scorer.harness import WorkerProcess
 EVENT_RATE = 150  # events/s: the live day (~2.7 k events) takes ~18 s, long enough for a fault in the middle
 REQUEST_RATE = 20
 REQUESTS = 300
+BAD_EVERY = 100  # one malformed event among this many: some are in flight when the fault hits
 
 
 def _bindable(port: int) -> bool:
@@ -105,6 +109,8 @@ class LiveRun:
     duplicates: int
     consistency: ConsistencyReport
     services_alive: bool
+    bad_sent: set[str]
+    bad_dead_lettered: set[str]
 
 
 def run_through_fault(settings: Settings, tmp_path: Path, *, prefix: str, replication_factor: int,
@@ -125,6 +131,10 @@ def run_through_fault(settings: Settings, tmp_path: Path, *, prefix: str, replic
     last = live.group_by("driver_id").aggregate([("ts_ms", "max")])
     last_ts = dict(zip(last.column("driver_id").to_pylist(), last.column("ts_ms_max").to_pylist(), strict=True))
     events = [(message["driver_id"], message) for message in to_messages(live)]
+    for i in range(BAD_EVERY // 2, len(events), BAD_EVERY):  # no `ts`: each goes to the dead-letter topic
+        events.insert(i, (events[i][0], {"event_id": f"bad-{i}", "event_type": "trip_completed",
+                                         "driver_id": events[i][0], "trip_id": f"bad-{i}"}))
+    bad_sent = {hashlib.sha256(encode(message)).hexdigest() for _, message in events if "ts" not in message}
     requests = [(request["request_id"], request) for request in score_requests(city.driver_ids, REQUESTS + 1, seed=3)]
 
     service_settings = {k: v for k, v in vars(settings).items() if v is not None}
@@ -162,13 +172,16 @@ def run_through_fault(settings: Settings, tmp_path: Path, *, prefix: str, replic
         answered_at = {rid: at for rid in answers if (at := client.received_at(rid)) is not None}
         duplicates = client.duplicates
         consistency = check_consistency(open_store(settings), [tmp_path / "live"], sorted(last_ts))
+        letters = read_topic(settings, settings.topic_trip_events_dlq, len(bad_sent), timeout_s=60)
         services_alive = stream.alive and scorer.alive
     finally:
         if client is not None:
             client.close()
         for service in (scorer, stream):
             service.stop(timeout=30)
-    return LiveRun(events=len(events), drivers=len(last_ts), started=started, fault_at=started + fault_after_s,
-                   replayed_at=replayed_at, caught_up=done, features_s=features_s, sent_at=sent_at,
-                   answered=len(answers), answered_at=answered_at, duplicates=duplicates, consistency=consistency,
-                   services_alive=services_alive)
+    bad_dead_lettered = {letter["original_sha256"] for _, letter in letters}
+    return LiveRun(events=len(events) - len(bad_sent), drivers=len(last_ts), started=started,
+                   fault_at=started + fault_after_s, replayed_at=replayed_at, caught_up=done, features_s=features_s,
+                   sent_at=sent_at, answered=len(answers), answered_at=answered_at, duplicates=duplicates,
+                   consistency=consistency, services_alive=services_alive, bad_sent=bad_sent,
+                   bad_dead_lettered=bad_dead_lettered)

@@ -1,5 +1,5 @@
 """A local 3-broker KRaft cluster from `tripscore kafka up --brokers 3`, and the pipeline losing one broker (kill -9)
-mid-replay: no event lost or double counted, every score request answered."""
+mid-replay: no event lost or double counted, every score request answered, every malformed event dead-lettered."""
 
 from __future__ import annotations
 
@@ -106,5 +106,6 @@ def test_losing_a_broker_mid_replay_loses_nothing(cluster: Settings, tmp_path: P
           f"{report.worst_rate():.4f}")
     assert run.caught_up, "every driver's record shows its last live event"
     assert run.answered == len(run.sent_at) == REQUESTS, "every request answered"
+    assert run.bad_dead_lettered == run.bad_sent, "every malformed event dead-lettered, and nothing else"
     assert report.missing_in_store == 0 and report.drivers == run.drivers
     assert report.worst_rate() == 0.0, f"no event lost or double counted: {report.examples}"
