@@ -44,10 +44,12 @@ def _score(args: argparse.Namespace) -> int:
     import faust
 
     from runtime.kafka_clients import check_access
+    from runtime.log_limits import limit_repeats
     from scorer.app import build_app
 
     check_access(settings)
     app = build_app(settings, drift_plot=args.drift_plot)
+    limit_repeats("aiokafka")  # a broker that is down: the same few errors ten times a second per client
     worker = faust.Worker(app, loglevel=args.loglevel)
     worker.spinner = None  # at loglevel >= warning its handler pins the root logger at DEBUG: costly records
     worker.execute_from_commandline()

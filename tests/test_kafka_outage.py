@@ -57,6 +57,7 @@ def test_the_broker_down_and_back_mid_run_stops_nothing_and_loses_nothing(broker
     run = run_through_fault(broker, tmp_path, prefix="outage", replication_factor=1,
                             fault=kill_and_restart_the_broker, fault_after_s=KILL_AFTER_S)
     assert restarts == [""], f"the broker started again: {restarts}"
+    unreachable = (tmp_path / "score.log").read_text().count("Unable connect to node")
     latency = {k: run.answered_at[k] - run.sent_at[k] for k in run.sent_at if k in run.answered_at}
     after_up = [at - outage["up_at"] for at in run.answered_at.values() if at > outage["up_at"]]
     report = run.consistency
@@ -68,6 +69,7 @@ def test_the_broker_down_and_back_mid_run_stops_nothing_and_loses_nothing(broker
           f"broker was back: first {min(after_up, default=np.nan):.1f} s, last {max(after_up, default=np.nan):.1f} s\n"
           f"  store caught up {run.features_s:.1f} s after the replay ended; dead letters "
           f"{len(run.bad_dead_lettered & run.bad_sent)}/{len(run.bad_sent)}\n"
+          f"  the scorer's log: {unreachable} lines \"Unable connect to node\" (aiokafka tries ~10 times a second)\n"
           f"  consistency: {report.drivers} drivers, {report.missing_in_store} missing, worst mismatch rate "
           f"{report.worst_rate():.4f}")
     assert run.services_alive, "neither the stream nor the scorer stopped"
@@ -75,6 +77,7 @@ def test_the_broker_down_and_back_mid_run_stops_nothing_and_loses_nothing(broker
     assert run.answered == len(run.sent_at) == REQUESTS, "every request answered"
     assert after_up, "requests held up by the outage are answered once the broker is back"
     assert max(after_up) <= RECOVERY_S, f"the last held-up request answered {max(after_up):.1f} s after the return"
+    assert unreachable <= 5, "while the broker is down, the scorer logs each repeated error once per 30 s"
     assert run.bad_dead_lettered == run.bad_sent, "every malformed event dead-lettered, and nothing else"
     assert report.missing_in_store == 0 and report.drivers == run.drivers
     assert report.worst_rate() == 0.0, f"no event lost or double counted: {report.examples}"

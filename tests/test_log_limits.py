@@ -1,0 +1,74 @@
+"""`RepeatLimit`: per logger and message template, one line per interval, and every record held back is counted in
+the next line that passes."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from runtime import log_limits
+from runtime.log_limits import RepeatLimit, limit_repeats
+
+INTERVAL_S = 30.0
+TEMPLATES = ("Unable connect to node with id %s: %s", "Failed fetch messages from %s", "100% done")
+NOTE = re.compile(r" \[and (\d+) more like it in the last (\d+) s\]$")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _record(logger: str, template: str) -> logging.LogRecord:
+    args = ("1", "refused")[: template.count("%s")]
+    return logging.LogRecord(logger, logging.ERROR, __file__, 1, template, args, None)
+
+
+STEPS = st.lists(st.tuples(st.sampled_from(("aiokafka", "aiokafka.conn")), st.sampled_from(TEMPLATES),
+                           st.floats(0, 40)), max_size=200)
+
+
+@given(STEPS)
+def test_one_line_per_template_and_interval_and_every_held_record_counted(steps: list[tuple[str, str, float]]) -> None:
+    clock = Clock()
+    limit = RepeatLimit(INTERVAL_S, clock)
+    last_passed: dict[tuple[str, str], float] = {}
+    held: dict[tuple[str, str], int] = {}
+    for logger, template, wait_s in steps:
+        clock.now += wait_s
+        record = _record(logger, template)
+        key = (logger, template)
+        if limit.filter(record):
+            assert clock.now - last_passed.get(key, -1e9) >= INTERVAL_S, "passed within the interval"
+            line = record.getMessage()  # formats with the record's arguments
+            note = NOTE.search(line)
+            assert (int(note.group(1)) if note else 0) == held.get(key, 0), line
+            last_passed[key], held[key] = clock.now, 0
+        else:
+            assert clock.now - last_passed[key] < INTERVAL_S, "held outside the interval"
+            held[key] = held.get(key, 0) + 1
+
+
+def test_past_the_template_memory_it_forgets_and_passes_rather_than_grow(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log_limits, "MAX_TEMPLATES", 8)
+    limit = RepeatLimit(INTERVAL_S, Clock())
+    assert all(limit.filter(_record("aiokafka", f"offset {i}")) for i in range(100)), "each text is new: passes"
+    assert len(limit._windows) <= 8
+
+
+def test_limit_repeats_filters_the_existing_loggers_under_the_prefix_and_no_other() -> None:
+    names = ("limited.test", "limited.test.child", "unlimited.test")
+    loggers = [logging.getLogger(name) for name in names]
+    limit = limit_repeats("limited.")
+    try:
+        assert [limit in logger.filters for logger in loggers] == [True, True, False]
+    finally:
+        for logger in loggers:
+            logger.removeFilter(limit)
