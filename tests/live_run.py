@@ -67,17 +67,21 @@ def broker_cli(settings: Settings, *command: str) -> subprocess.CompletedProcess
 
 def produce(settings: Settings, topic: str, messages: list[tuple[str, dict]], rate: float,
             sent_at: dict[str, float] | None = None) -> None:
-    """(key, message) pairs at `rate` per second from an acks=all, idempotent producer; send times by key."""
+    """(key, message) pairs at `rate` per second from an acks=all, idempotent producer; send times by key.
+    AssertionError when a send failed (a broker away for longer than the producer's 120 s delivery timeout)."""
     producer = KafkaProducer(**kafka_python_options(settings), acks="all", enable_idempotence=True, linger_ms=0)
     started = time.perf_counter()
+    sends = []
     for i, (key, message) in enumerate(messages):
         if (ahead := i / rate - (time.perf_counter() - started)) > 0.002:
             time.sleep(ahead)
         if sent_at is not None:
             sent_at[key] = time.perf_counter()
-        producer.send(topic, key=key.encode(), value=encode(message))
+        sends.append(producer.send(topic, key=key.encode(), value=encode(message)))
     producer.flush()
     producer.close()
+    failed = [send.exception for send in sends if send.failed()]
+    assert not failed, f"{len(failed)} of {len(sends)} sends to {topic} failed: {failed[0]!r}"
 
 
 def caught_up(settings: Settings, last_ts: dict[str, int], timeout: float) -> bool:
