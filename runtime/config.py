@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 ENV_PREFIX = "TRIPSCORE_"
 SECRET_FIELDS = frozenset({"aerospike_password", "kafka_sasl_password", "kafka_ssl_certfile", "kafka_ssl_keyfile"})
@@ -20,7 +20,46 @@ T = TypeVar("T")
 
 
 class SettingsError(ValueError):
-    """A `TRIPSCORE_*` variable whose value cannot be read; the message names the variable and the problem."""
+    """A `TRIPSCORE_*` variable whose value cannot be read or is out of range; the message names the variable."""
+
+
+class Bound(NamedTuple):
+    """The range of a numeric setting: from `low` (excluded when `open_low`), up to `high` when given."""
+
+    low: float
+    high: float | None = None
+    open_low: bool = False
+
+
+PORT = Bound(0, 65535)
+POSITIVE = Bound(0, open_low=True)
+BOUNDS: dict[str, Bound] = {
+    "kafka_partitions": Bound(1), "store_ttl_s": Bound(0), "aerospike_timeout_ms": Bound(1),
+    "aerospike_retries": Bound(0), "redispatch_penalty_min": Bound(0), "max_feature_age_s": Bound(0),
+    "store_deadline_ms": POSITIVE, "scorer_concurrency": Bound(1), "scorer_batch_max": Bound(1),
+    "scorer_batch_wait_ms": Bound(0), "scorer_workers": Bound(1), "scorer_read_threads": Bound(1),
+    "scorer_web_port": PORT, "scorer_commit_interval_s": POSITIVE, "scorer_session_timeout_s": POSITIVE,
+    "model_poll_s": POSITIVE, "stream_trigger_ms": Bound(0), "stream_max_offsets": Bound(1),
+    "stream_watermark_s": Bound(0), "stream_partitions": Bound(1), "stream_state_buckets": POSITIVE,
+    "stream_state_idle_s": POSITIVE, "stream_write_batch": Bound(1), "stream_metrics_port": PORT,
+    "stream_store_giveup_s": POSITIVE,
+}
+"""Every numeric setting's range: a value outside it stops the command, naming the setting."""
+
+
+def out_of_range(name: str, value: float | None) -> str | None:
+    """What is wrong with `value` for setting `name` ("must be at least 1, got 0"), or None when it is in range
+    (or None: unset)."""
+    bound = BOUNDS[name]
+    if value is None:
+        return None
+    if bound.open_low and not value > bound.low:
+        return f"must be above {bound.low:g}, got {value}"
+    if value < bound.low:
+        return f"must be at least {bound.low:g}, got {value}"
+    if bound.high is not None and value > bound.high:
+        return f"must be at most {bound.high:g}, got {value}"
+    return None
 
 
 def _env(name: str, default: str) -> str:
@@ -129,6 +168,11 @@ class Settings:
     stream_metrics_port: int = field(default_factory=lambda: _int("stream_metrics_port", "9108"))
     stream_store_giveup_s: float = field(default_factory=lambda: _float("stream_store_giveup_s", "600"))
     verbose: bool = field(default_factory=lambda: _flag("verbose"))
+
+    def __post_init__(self) -> None:
+        for name in BOUNDS:
+            if (problem := out_of_range(name, getattr(self, name))) is not None:
+                raise SettingsError(f"{ENV_PREFIX}{name.upper()} {problem}")
 
     @property
     def sqlite_file(self) -> Path:

@@ -68,7 +68,7 @@ def faust_app(settings: Settings, handle: BatchHandler) -> faust.App:
         topic_replication_factor=default_replication_factor(settings),  # its own topics survive a broker
     )
     requests = app.topic(settings.topic_score_requests, key_serializer="raw", value_serializer="raw")
-    limit = max(1, settings.scorer_batch_max)
+    limit = settings.scorer_batch_max
     within = max(settings.scorer_batch_wait_ms, MIN_BATCH_WAIT_MS) / 1000.0
 
     @app.agent(requests, concurrency=settings.scorer_concurrency)

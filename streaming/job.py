@@ -16,7 +16,7 @@ from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
 from featurestore import open_store
-from runtime.config import Settings
+from runtime.config import ENV_PREFIX, Settings, out_of_range
 from runtime.kafka_clients import spark_kafka_options
 from runtime.retry import Interrupted, gave_up_in
 from runtime.spark import spark_session
@@ -49,6 +49,13 @@ class BadOption(ValueError):
     """An option out of range, naming its flag and setting."""
 
 
+OPTION_SETTINGS = {"max_offsets_per_trigger": "stream_max_offsets", "trigger_ms": "stream_trigger_ms",
+                    "watermark_s": "stream_watermark_s", "partitions": "stream_partitions",
+                    "state_buckets": "stream_state_buckets", "state_idle_s": "stream_state_idle_s",
+                    "write_batch": "stream_write_batch", "metrics_port": "stream_metrics_port"}
+"""The options a flag sets (`--max-offsets-per-trigger`...) and the setting each defaults to, whose range it has."""
+
+
 @dataclass(frozen=True)
 class StreamOptions:
     """Tunables of one streaming run (defaults from `Settings`, overridden by flags)."""
@@ -68,10 +75,9 @@ class StreamOptions:
     spark_conf: tuple[tuple[str, str], ...] = ()  # Spark settings over `stream_conf` (`--conf key=value`)
 
     def __post_init__(self) -> None:
-        for name, value in (("state_buckets", self.state_buckets), ("state_idle_s", self.state_idle_s)):
-            if value is not None and not value > 0:
-                flag, setting = name.replace("_", "-"), f"TRIPSCORE_STREAM_{name.upper()}"
-                raise BadOption(f"--{flag} ({setting}) must be above 0, got {value}")
+        for name, setting in OPTION_SETTINGS.items():
+            if (problem := out_of_range(setting, getattr(self, name))) is not None:
+                raise BadOption(f"--{name.replace('_', '-')} ({ENV_PREFIX}{setting.upper()}) {problem}")
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: object) -> StreamOptions:

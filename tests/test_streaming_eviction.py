@@ -164,7 +164,7 @@ def test_a_state_flag_that_is_not_above_zero_is_refused_naming_it(flag: str, val
 
 @pytest.mark.parametrize("setting", ["TRIPSCORE_STREAM_STATE_IDLE_S", "TRIPSCORE_STREAM_STATE_BUCKETS"])
 def test_a_state_setting_that_is_not_above_zero_is_refused_naming_it(setting: str, monkeypatch: pytest.MonkeyPatch,
-                                                                    caplog: pytest.LogCaptureFixture) -> None:
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.setenv(setting, "0")
     assert main(["stream"]) == 2
-    assert f"({setting}) must be above 0" in caplog.text
+    assert f"tripscore stream: {setting} must be above 0, got 0" in capsys.readouterr().err

@@ -62,15 +62,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.verbose:
         os.environ["TRIPSCORE_VERBOSE"] = "1"  # read by the settings of this process and of its children
+    verbose = False
     try:
         verbose = load_settings().verbose
-    except SettingsError as exc:
-        print(f"tripscore {args.command}: {exc}", file=sys.stderr)
-        return 2
-    configure_logging(verbose)
-    try:
+        configure_logging(verbose)
         return int(args.func(args) or 0)
-    except KafkaAccessError as exc:
+    except (KafkaAccessError, SettingsError) as exc:
         print(f"tripscore {args.command}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:
