@@ -30,6 +30,7 @@ from featurestore import open_store
 from runtime import kafka_local, kafka_secure
 from runtime.config import Settings, load_settings
 from runtime.kafka_clients import (
+    RECONNECT_BACKOFF_MAX_MS,
     KafkaAccessError,
     jaas_config,
     kafka_python_options,
@@ -128,7 +129,8 @@ def test_security_settings_become_each_clients_options() -> None:
     quoted = jaas_config(settings.with_overrides(kafka_sasl_password='a"b\\c'))
     assert quoted.endswith('password="a\\"b\\\\c";'), quoted
     plain = load_settings(kafka_bootstrap="a:1")
-    assert kafka_python_options(plain) == {"bootstrap_servers": ["a:1"], "security_protocol": "PLAINTEXT"}
+    assert kafka_python_options(plain) == {"bootstrap_servers": ["a:1"], "security_protocol": "PLAINTEXT",
+                                           "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS}
     assert producer_options(plain)["acks"] == "all" and producer_options(plain)["enable_idempotence"]
     app = faust_app(load_settings(home=Path("/tmp"), kafka_bootstrap="a:1", **SECURE), lambda *_: [])
     assert app.conf.broker_credentials.password == PASSWORD and app.conf.producer_acks == -1
