@@ -50,9 +50,9 @@ BOUNDS: dict[str, Bound] = {
 def out_of_range(name: str, value: float | None) -> str | None:
     """What is wrong with `value` for setting `name` ("must be at least 1, got 0"), or None when it is in range
     (or None: unset)."""
-    bound = BOUNDS[name]
     if value is None:
         return None
+    bound = BOUNDS[name]
     if bound.open_low and not value > bound.low:
         return f"must be above {bound.low:g}, got {value}"
     if value < bound.low:

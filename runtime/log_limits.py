@@ -26,6 +26,13 @@ class RepeatLimit(logging.Filter):
         self._lock = threading.Lock()  # Faust's consumer thread logs too
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """False for a repeat within the interval; never raises (it runs inside the client library's calls)."""
+        try:
+            return self._passes(record)
+        except Exception:  # noqa: BLE001 - a record we cannot key is let through, as without the limit
+            return True
+
+    def _passes(self, record: logging.LogRecord) -> bool:
         key = (record.name, str(record.msg))
         with self._lock:
             now = self._clock()

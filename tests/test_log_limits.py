@@ -56,6 +56,16 @@ def test_one_line_per_template_and_interval_and_every_held_record_counted(steps:
             held[key] = held.get(key, 0) + 1
 
 
+class Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_a_record_it_cannot_key_passes_instead_of_raising_into_the_client() -> None:
+    record = logging.LogRecord("aiokafka", logging.ERROR, __file__, 1, Unprintable(), (), None)
+    assert RepeatLimit(INTERVAL_S, Clock()).filter(record)
+
+
 def test_past_the_template_memory_it_forgets_and_passes_rather_than_grow(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(log_limits, "MAX_TEMPLATES", 8)
     limit = RepeatLimit(INTERVAL_S, Clock())
