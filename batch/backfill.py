@@ -17,7 +17,7 @@ from pyspark.sql import SparkSession
 from batch.eventlog import FOLD_COLUMNS
 from batch.pointintime import driver_record, driver_runs
 from batch.sparkjob import read_event_log, sorted_by_driver, stage_progress
-from featurestore import open_store
+from featurestore import open_store, store_settings
 from featurestore.base import Record
 from runtime.config import Settings
 
@@ -48,13 +48,6 @@ class BackfillResult:
             f"{self.written:,} records written, {self.skipped:,} skipped (store newer) in {self.seconds:.1f} s "
             f"= {self.events_per_s:,.0f} events/s"
         )
-
-
-def store_settings(settings: Settings) -> Settings:
-    """Settings safe to ship to Spark workers: the SQLite path made absolute."""
-    if settings.store != "sqlite":
-        return settings
-    return settings.with_overrides(sqlite_path=settings.sqlite_file.resolve())
 
 
 def partition_backfill(settings: Settings, batch_size: int) -> ArrowPartitionFn:

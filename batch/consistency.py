@@ -22,12 +22,12 @@ from features.fold import DriverState, fold_order
 from featurestore import open_store
 from featurestore.base import OnlineStore
 from runtime.config import load_settings
-from schemas.features import BIN_NAMES
+from schemas.features import FOLD_BINS
 
 if TYPE_CHECKING:
     import pyarrow.dataset as ds
 
-COMPARED_BINS = tuple(name for name in BIN_NAMES if name != "_updated_ms")
+COMPARED_BINS = FOLD_BINS
 EVENT_COLUMNS = ["driver_id", "ts_ms", "event_id", "event_type", "rating"]
 
 

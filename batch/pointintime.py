@@ -16,10 +16,10 @@ import pyarrow.compute as pc
 from batch.eventlog import FOLD_COLUMNS, TRUE_P
 from features.derive import model_features
 from features.fold import DriverState, fold, fold_order
-from schemas.features import BIN_NAMES, MODEL_FEATURES
+from schemas.features import FOLD_BINS, MODEL_FEATURES
 
 LABEL_WINDOW_MS = 120_000  # SPEC §3.3: a response must come within 120 s of the offer
-RECORD_BINS = tuple(name for name in BIN_NAMES if name != "_updated_ms")  # `_updated_ms` is the store's stamp
+RECORD_BINS = FOLD_BINS  # not the store's stamp `_updated_ms`, nor the stream's state
 OFFER_COLUMNS = ("trip_id", "pickup_eta_min", "surge_multiplier", "est_duration_min", "rider_rating")
 PIT_COLUMNS = (*FOLD_COLUMNS, *OFFER_COLUMNS)
 """Columns of the point-in-time fold: driver_id, the fold tuple and the offer fields (then TRUE_P when logged)."""

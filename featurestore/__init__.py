@@ -2,6 +2,7 @@
 
 from featurestore.base import (
     BadInput,
+    Current,
     FeatureRow,
     OnlineStore,
     Record,
@@ -9,12 +10,14 @@ from featurestore.base import (
     StoreInfo,
     StoreTimeout,
     StoreUnavailable,
+    Update,
     WriteResult,
 )
-from featurestore.factory import close_stores, open_store
+from featurestore.factory import close_stores, open_store, store_settings
 
 __all__ = [
     "BadInput",
+    "Current",
     "FeatureRow",
     "OnlineStore",
     "Record",
@@ -22,7 +25,9 @@ __all__ = [
     "StoreInfo",
     "StoreTimeout",
     "StoreUnavailable",
+    "Update",
     "WriteResult",
     "close_stores",
     "open_store",
+    "store_settings",
 ]

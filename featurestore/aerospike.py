@@ -15,7 +15,9 @@ from aerospike_helpers.batch.records import BatchRecords, Write
 from aerospike_helpers.operations import operations as ops
 
 from featurestore.base import (
+    NO_RECORD,
     BadInput,
+    Current,
     FeatureMatrix,
     FeatureRow,
     OnlineStore,
@@ -24,6 +26,7 @@ from featurestore.base import (
     StoreInfo,
     StoreTimeout,
     StoreUnavailable,
+    Update,
     WriteResult,
     check_numeric_bins,
     now_ms,
@@ -36,6 +39,7 @@ from featurestore.records import (
     check_metadata_set,
     metadata_json,
     prepare,
+    prepare_updates,
 )
 from runtime.config import Settings
 from schemas.features import RECORD_SET
@@ -46,7 +50,9 @@ WRITE_TIMEOUT_MS = 10_000  # bulk writes are not on the request path
 SCAN_TIMEOUT_MS = 60_000
 RECONNECT_BACKOFF_S = 1.0  # after a failed connect, fail fast for this long instead of retrying on every call
 MAX_BATCH_KEYS = 5_000  # server batch-max-requests default
-OK, NOT_FOUND, FILTERED_OUT, BATCH_FAILED = 0, 2, 27, -16
+OK, NOT_FOUND, GENERATION_ERROR, RECORD_EXISTS, FILTERED_OUT, BATCH_FAILED = 0, 2, 3, 5, 27, -16
+MOVED_ON = (NOT_FOUND, GENERATION_ERROR, RECORD_EXISTS)  # a compare-and-set whose record changed since its read
+WRITE = aerospike.OPERATOR_WRITE
 DOC_BIN = "doc"  # metadata records keep their JSON in one string bin (bin names are limited to 15 bytes)
 
 _TIMEOUT_CODES = frozenset({9, 212})  # client or server timeout, query timeout
@@ -142,6 +148,17 @@ def newer_than_stored(event_ms: int, n_events: int) -> list:
     return compiled
 
 
+def _changes(stored: Mapping[str, Any] | None, bins: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The write operations that turn the `stored` record (as read; None: none) into `bins`: each bin that differs,
+    and a removal (a write of None) for each it no longer has. Built as `ops.write` builds them, without a call per
+    bin: a record's operations cost about 1 us each in the batch write, so a fold's few changed bins are cheaper
+    than all of them."""
+    if stored is None:
+        return [{"op": WRITE, "bin": name, "val": value} for name, value in bins.items()]
+    changes = [{"op": WRITE, "bin": name, "val": value} for name, value in bins.items() if stored.get(name) != value]
+    return changes + [{"op": WRITE, "bin": name, "val": None} for name in stored.keys() - bins.keys()]
+
+
 def check_batch(batch: BatchRecords, allowed: tuple[int, ...], what: str) -> None:
     """Raise the store's error when the whole batch failed, or for the first entry whose result is not `allowed`.
 
@@ -174,6 +191,7 @@ class AerospikeStore(OnlineStore):
         self._connect_error: tuple[type[StoreError], str] = (StoreUnavailable, "")
         self._closed = False
         self._bin_lists: dict[tuple[str, ...], list[str]] = {}
+        self._bulk_read = {"total_timeout": WRITE_TIMEOUT_MS, "max_retries": settings.aerospike_retries}
 
     def client(self) -> aerospike.Client:
         """The shared client, connecting on first use (thread-safe); StoreUnavailable when no node answers."""
@@ -226,6 +244,44 @@ class AerospikeStore(OnlineStore):
             written += applied
             skipped += len(batch.batch_records) - applied
         return WriteResult(written=written, skipped=skipped + duplicates)
+
+    def read_current(self, entity_ids: Sequence[str]) -> list[Current]:
+        client = self.client()
+        current: list[Current] = []
+        for start in range(0, len(entity_ids), MAX_BATCH_KEYS):
+            keys = [self._key(entity_id) for entity_id in entity_ids[start : start + MAX_BATCH_KEYS]]
+            try:  # a bulk read, not the scorer's: the write timeout, not the read deadline
+                result = client.batch_read(keys, policy=self._bulk_read)
+            except aerr.AerospikeError as exc:
+                raise _mapped(exc, "batch read") from exc
+            if result.result != OK:
+                check_batch(result, (OK, NOT_FOUND), "batch read")
+            current += [Current(record.record[2], record.record[1]["gen"]) if record.result == OK else NO_RECORD
+                        for record in result.batch_records]
+        return current
+
+    def compare_and_set(self, updates: Sequence[Update]) -> list[str]:
+        prepared = prepare_updates(updates, now_ms())
+        client = self.client()
+        moved_on: list[str] = []
+        update = {"exists": aerospike.POLICY_EXISTS_UPDATE, "gen": aerospike.POLICY_GEN_EQ, "ttl": self.ttl}
+        create = {"exists": aerospike.POLICY_EXISTS_CREATE, "ttl": self.ttl}
+        for start in range(0, len(prepared), MAX_BATCH_KEYS):
+            chunk = prepared[start : start + MAX_BATCH_KEYS]
+            batch = BatchRecords([
+                Write(self._key(entity_id), _changes(current.bins, bins), meta={"gen": current.generation},
+                      policy=update) if current.generation else
+                Write(self._key(entity_id), _changes(None, bins), policy=create)
+                for entity_id, bins, current in chunk
+            ])
+            try:
+                client.batch_write(batch)
+            except aerr.AerospikeError as exc:
+                raise _mapped(exc, "compare-and-set") from exc
+            check_batch(batch, (OK, *MOVED_ON), f"compare-and-set ({start} entries before this batch)")
+            moved_on += [entity_id for (entity_id, _, _), record in zip(chunk, batch.batch_records)  # noqa: B905
+                         if record.result != OK]
+        return moved_on
 
     def read(self, entity_ids: Sequence[str], bins: Sequence[str]) -> list[FeatureRow]:
         names = check_bin_names(bins)

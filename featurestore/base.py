@@ -10,10 +10,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from schemas.features import LIST_BINS
+from schemas.features import NOT_NUMERIC_BINS
 
 Record = tuple[str, Mapping[str, Any]]
 """(entity id, bins): one driver record to write; it must carry `_event_ms` and `_n_events`."""
+Update = tuple[str, Mapping[str, Any], "Current"]
+"""(entity id, its whole new record, the record it replaces as `read_current` read it): one compare-and-set write."""
 
 
 class StoreError(Exception):
@@ -58,6 +60,16 @@ class FeatureRow(NamedTuple):
         return None if event_ms is None else self.now_ms - int(event_ms)
 
 
+class Current(NamedTuple):
+    """A whole record as `read_current` returns it, with the generation a `compare_and_set` must match."""
+
+    bins: dict[str, Any] | None  # every bin of the record; None when there is no record
+    generation: int  # changes with every write of the record; 0 when there is none
+
+
+NO_RECORD = Current(None, 0)
+
+
 def now_ms() -> int:
     """Wall-clock epoch milliseconds."""
     return time.time_ns() // 1_000_000
@@ -77,9 +89,9 @@ class FeatureMatrix(NamedTuple):
 
 
 def check_numeric_bins(bins: Sequence[str]) -> None:
-    """BadInput when a bin holds lists: a matrix holds numbers only."""
-    if listed := [name for name in bins if name in LIST_BINS]:
-        raise BadInput(f"bins {listed} hold lists, not numbers: read them with read()")
+    """BadInput when a bin holds lists or bytes: a matrix holds numbers only."""
+    if listed := [name for name in bins if name in NOT_NUMERIC_BINS]:
+        raise BadInput(f"bins {listed} hold lists or bytes, not numbers: read them with read()")
 
 
 def feature_matrix(rows: Sequence[Sequence[Any]], width: int, read_ms: int) -> FeatureMatrix:
@@ -133,6 +145,16 @@ class OnlineStore(ABC):
     @abstractmethod
     def write(self, records: Iterable[Record]) -> WriteResult:
         """Replace each record whose stored version is older; stamp `_updated_ms`; atomic per record."""
+
+    @abstractmethod
+    def read_current(self, entity_ids: Sequence[str]) -> list[Current]:
+        """One batch read of whole records with their generations, in the order given (a record's state holder)."""
+
+    @abstractmethod
+    def compare_and_set(self, updates: Sequence[Update]) -> list[str]:
+        """Replace each record that is still as read (its generation unchanged; `NO_RECORD`: there is none) with its
+        new one, stamped with `_updated_ms`, atomic per record; returns the ids whose record had moved on, for which
+        nothing was written. The ids must be distinct. A backend may write only what differs from the record read."""
 
     @abstractmethod
     def read(self, entity_ids: Sequence[str], bins: Sequence[str]) -> list[FeatureRow]:

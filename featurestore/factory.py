@@ -23,6 +23,13 @@ def store_location(settings: Settings) -> str:
     raise ValueError(f"unknown store backend {settings.store!r} (TRIPSCORE_STORE): expected one of {BACKENDS}")
 
 
+def store_settings(settings: Settings) -> Settings:
+    """Settings safe to ship to Spark executors: the SQLite path made absolute."""
+    if settings.store != "sqlite":
+        return settings
+    return settings.with_overrides(sqlite_path=settings.sqlite_file.resolve())
+
+
 def _create(settings: Settings) -> OnlineStore:
     if settings.store == "sqlite":
         from featurestore.sqlite import SQLiteStore

@@ -9,12 +9,13 @@ from functools import lru_cache
 from numbers import Integral, Real
 from typing import Any
 
-from featurestore.base import BadInput, Record
+from featurestore.base import BadInput, Current, Record, Update
 from schemas.features import BINS_BY_NAME, MAX_BIN_BYTES
 from schemas.fields import ID_PATTERN
 
 MAX_ID_BYTES = 64
 MAX_LIST_ITEMS = 1024
+MAX_BYTES = 64 * 1024
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 VERSION_BINS = ("_event_ms", "_n_events")
 STAMP_BIN = "_updated_ms"
@@ -87,7 +88,15 @@ def _as_list(value: Any) -> list[int | float]:
     return out
 
 
-_CONVERT = {"int": _as_int, "float": _as_float, "list": _as_list}
+def _as_bytes(value: Any) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise ValueError(f"expected bytes, got {type(value).__name__}")
+    if len(value) > MAX_BYTES:
+        raise ValueError(f"{len(value)} bytes, over the {MAX_BYTES}-byte limit")
+    return bytes(value)
+
+
+_CONVERT = {"int": _as_int, "float": _as_float, "list": _as_list, "bytes": _as_bytes}
 _DTYPES = {name: spec.dtype for name, spec in BINS_BY_NAME.items()}
 
 
@@ -114,10 +123,15 @@ def check_record(entity_id: Any, bins: Any, stamp_ms: int) -> Prepared:
             raise BadInput(f"driver {entity_id!r}: bin {name!r}: {_bin_name_problem(name)}")
         if value is None or name == STAMP_BIN:
             continue
-        try:
-            out[name] = _CONVERT[dtype](value)
-        except ValueError as exc:
-            raise BadInput(f"driver {entity_id!r}: bin {name!r}: {exc}") from None
+        kind = type(value)  # the usual cases first, without a call: an int or a finite float of its own type
+        if (kind is int and dtype == "int" and INT64_MIN <= value <= INT64_MAX
+                or kind is float and dtype == "float" and value - value == 0.0):
+            out[name] = value
+        else:
+            try:
+                out[name] = _CONVERT[dtype](value)
+            except ValueError as exc:
+                raise BadInput(f"driver {entity_id!r}: bin {name!r}: {exc}") from None
     for name in VERSION_BINS:
         if out.get(name, -1) < 0:
             raise BadInput(f"driver {entity_id!r}: bin {name!r}: required, must be >= 0")
@@ -139,6 +153,22 @@ def prepare(records: Iterable[Record], stamp_ms: int) -> tuple[list[Prepared], i
         if held is None or version(checked) > version(held):
             newest[entity_id] = checked
     return list(newest.items()), total - len(newest)
+
+
+def prepare_updates(updates: Iterable[Update], stamp_ms: int) -> list[tuple[str, dict[str, Any], Current]]:
+    """Validate a whole batch of compare-and-set writes before anything is written (`check_record`); an id given
+    twice, or a record read that is not a `Current`, is BadInput."""
+    prepared, seen = [], set()
+    for entity_id, bins, current in updates:
+        entity_id, checked = check_record(entity_id, bins, stamp_ms)
+        if entity_id in seen:
+            raise BadInput(f"driver {entity_id!r}: given twice in one compare-and-set batch")
+        if not isinstance(current, Current) or type(current.generation) is not int or current.generation < 0:
+            raise BadInput(f"driver {entity_id!r}: the record read must be a Current with a generation >= 0, "
+                           f"got {current!r}")
+        seen.add(entity_id)
+        prepared.append((entity_id, checked, current))
+    return prepared
 
 
 def check_metadata_set(set_name: str) -> str:

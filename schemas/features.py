@@ -7,7 +7,8 @@ from dataclasses import dataclass
 MAX_BIN_BYTES = 15  # Aerospike's bin-name limit
 ENTITY = "driver"
 RECORD_SET = "driver-features"
-BIN_TYPES = ("int", "float", "list")
+BIN_TYPES = ("int", "float", "list", "bytes")
+STREAM_STATE_BIN = "_stream"
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,17 @@ BINS: tuple[BinSpec, ...] = (
     BinSpec("_event_ms", "meta", "int", "event time of the latest applied event"),
     BinSpec("_n_events", "meta", "int", "events applied; orders writes with equal _event_ms", internal=True),
     BinSpec("_updated_ms", "meta", "int", "wall-clock time of the write"),
+    BinSpec(STREAM_STATE_BIN, "meta", "bytes", "the stream's fold state: pending and recent events, source offsets",
+            internal=True),
 )
 BINS_BY_NAME = {spec.name: spec for spec in BINS}
 BIN_NAMES = tuple(spec.name for spec in BINS)
 LIST_BINS = frozenset(spec.name for spec in BINS if spec.dtype == "list")
 """Bins that hold lists, not numbers."""
+FOLD_BINS = tuple(name for name in BIN_NAMES if name not in ("_updated_ms", STREAM_STATE_BIN))
+"""The bins of the fold (`features.fold.DriverState.to_bins`): what every path computes alike."""
+NOT_NUMERIC_BINS = frozenset(spec.name for spec in BINS if spec.dtype in ("list", "bytes"))
+"""Bins a feature matrix cannot hold."""
 SERVED_BINS = tuple(s.name for s in BINS if not s.internal and s.group != "meta")
 """Bins the model features are derived from (SPEC §3.2), the scorer's batch-read selection."""
 

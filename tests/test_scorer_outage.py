@@ -26,9 +26,9 @@ RECOVERY_BOUND_S = 3.0  # the requirement is 2 s; the bound leaves room for a lo
 
 
 @pytest.fixture
-def proxied_scorer(aerospike_hosts: str, tmp_path: Path) -> Iterator[tuple[Scorer, TcpProxy, list[str]]]:
+def proxied_scorer(aerospike_node: str, tmp_path: Path) -> Iterator[tuple[Scorer, TcpProxy, list[str]]]:
     """A scorer whose Aerospike store (sets of its own) is reached through a proxy, with three fresh drivers."""
-    with TcpProxy(parse_hosts(aerospike_hosts)[0][:2]) as proxy:
+    with TcpProxy(parse_hosts(aerospike_node)[0][:2]) as proxy:
         settings = load_settings(store="aerospike", aerospike_hosts=proxy.address, aerospike_timeout_ms=200,
                                  home=tmp_path, models_dir=tmp_path / "models", store_deadline_ms=300)
         store = AerospikeStore(settings, set_prefix=f"test-outage-{uuid.uuid4().hex[:6]}-")

@@ -149,6 +149,12 @@ class FakeStore(OnlineStore):
     def write(self, records):
         raise NotImplementedError
 
+    def read_current(self, entity_ids):
+        raise NotImplementedError
+
+    def compare_and_set(self, updates):
+        raise NotImplementedError
+
     def delete(self, entity_ids):
         raise NotImplementedError
 

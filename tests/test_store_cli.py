@@ -16,7 +16,7 @@ from features.fold import DriverState
 from featurestore import close_stores, open_store
 from featurestore.sqlite import SQLiteStore
 from runtime.config import load_settings
-from schemas.features import BIN_NAMES, MODEL_FEATURES
+from schemas.features import FOLD_BINS, MODEL_FEATURES
 from tripscore.cli import main
 
 NOW_MS = int(time.time() * 1000)
@@ -50,7 +50,7 @@ def test_features_get_json(db: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["features", "get", "d1", "--json", "--sqlite-path", str(db)]) == 0
     view = json.loads(capsys.readouterr().out)
     assert view["found"] and view["status"] == "partial"  # no rating yet
-    assert set(view["bin_status"]) == set(BIN_NAMES) and view["bin_status"]["ds_avg_rating"] == "missing"
+    assert set(view["bin_status"]) == {*FOLD_BINS, "_updated_ms"} and view["bin_status"]["ds_avg_rating"] == "missing"
     assert view["bins"]["ds_decl_rate"] == 1.0 and view["age_ms"] == view["at_ms"] - (NOW_MS - 60_000)
     assert [*view["model_features"], *view["request_features"]] == list(MODEL_FEATURES)
     assert view["model_features"]["decline_rate"] == 1.0 and view["model_features"]["avg_rating"] is None

@@ -23,11 +23,11 @@ import featurestore.aerospike
 import featurestore.sqlite
 from features.fold import DriverState
 from featurestore.aerospike import AerospikeStore, parse_hosts
-from featurestore.base import BadInput, OnlineStore, StoreError, StoreTimeout, StoreUnavailable
+from featurestore.base import NO_RECORD, BadInput, Current, OnlineStore, StoreError, StoreTimeout, StoreUnavailable
 from featurestore.metadata import Dataset, Feature, FeatureGroup, MetadataRecord, register_feature_metadata
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings, load_settings
-from schemas.features import BIN_NAMES, BINS, SERVED_BINS
+from schemas.features import BIN_NAMES, BINS, SERVED_BINS, STREAM_STATE_BIN
 
 TEST_SET_PREFIX = "test-"  # Aerospike tests use their own sets; ids are unique per test and deleted afterwards
 READ_BINS = (*SERVED_BINS, "_event_ms")
@@ -357,6 +357,117 @@ def test_metadata_of_unknown_set_or_bad_value_is_rejected(store: OnlineStore) ->
 
 
 VERSIONS = 60
+# ---- compare-and-set: the stream's state holder ------------------------------------------------------------------
+
+
+def state_record(version: int) -> dict[str, Any]:
+    """`versioned(version)` with stream state bytes that also carry the version."""
+    return {**versioned(version), STREAM_STATE_BIN: b"v" + bytes([version % 256]) * 3}
+
+
+def test_compare_and_set_creates_replaces_and_refuses_a_record_that_moved_on(
+        store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    driver, other = new_ids(2)
+    assert store.read_current([driver, other]) == [NO_RECORD, NO_RECORD]
+    assert store.compare_and_set([(driver, state_record(1), NO_RECORD)]) == []
+    (first,) = store.read_current([driver])
+    assert check_versioned(first.bins) == 1 and first.bins[STREAM_STATE_BIN] == b"v\x01\x01\x01"
+    assert first.generation > 0 and isinstance(first.bins["_updated_ms"], int)
+    assert store.compare_and_set([(driver, state_record(2), NO_RECORD)]) == [driver]  # another first write got there
+    assert store.compare_and_set([(driver, state_record(3), first), (other, state_record(7), NO_RECORD)]) == []
+    assert store.compare_and_set([(driver, state_record(4), first)]) == [driver]  # as read, but it moved on
+    current, created = store.read_current([driver, other])
+    assert (check_versioned(current.bins), check_versioned(created.bins)) == (3, 7)
+    assert current.generation != first.generation and current.bins[STREAM_STATE_BIN] == b"v\x03\x03\x03"
+    assert store.read([driver], READ_BINS)[0].bins == {k: v for k, v in state_record(3).items() if k in READ_BINS}
+
+
+def test_compare_and_set_replaces_the_whole_record(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    (driver,) = new_ids(1)
+    store.compare_and_set([(driver, state_record(2), NO_RECORD)])  # has ds_avg_rating and stream state
+    (current,) = store.read_current([driver])
+    assert store.compare_and_set([(driver, versioned(3), current)]) == []  # neither
+    (after,) = store.read_current([driver])
+    assert check_versioned(after.bins) == 3 and "ds_avg_rating" not in after.bins
+    assert STREAM_STATE_BIN not in after.bins
+
+
+def test_a_newer_wins_write_moves_the_generation_on(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    """A backfill's write between the stream's read and its write makes the stream's write lose, not overwrite."""
+    (driver,) = new_ids(1)
+    store.compare_and_set([(driver, state_record(1), NO_RECORD)])
+    (read,) = store.read_current([driver])
+    assert store.write([(driver, versioned(5))]).written == 1
+    assert store.compare_and_set([(driver, state_record(6), read)]) == [driver]
+    (current,) = store.read_current([driver])
+    assert check_versioned(current.bins) == 5 and STREAM_STATE_BIN not in current.bins
+
+
+def test_bad_compare_and_set_is_rejected_and_writes_nothing(
+        store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    good, bad = new_ids(2)
+    with pytest.raises(BadInput, match="given twice"):
+        store.compare_and_set([(good, state_record(1), NO_RECORD), (good, state_record(2), NO_RECORD)])
+    with pytest.raises(BadInput, match=f"bin '{STREAM_STATE_BIN}': expected bytes"):
+        store.compare_and_set([(good, state_record(1), NO_RECORD),
+                               (bad, {**versioned(1), STREAM_STATE_BIN: "text"}, NO_RECORD)])
+    with pytest.raises(BadInput, match="the record read must be a Current with a generation >= 0"):
+        store.compare_and_set([(good, state_record(1), Current(None, -1))])
+    assert store.read_current([good, bad]) == [NO_RECORD, NO_RECORD]
+
+
+def test_an_expired_record_counts_as_none_for_compare_and_set(
+        opener: Opener, new_ids: Callable[[int], list[str]]) -> None:
+    (driver,) = new_ids(1)
+    with opener(ttl_s=1) as expiring:
+        expiring.compare_and_set([(driver, state_record(1), NO_RECORD)])
+        deadline = time.monotonic() + 5
+        while expiring.read_current([driver])[0].bins is not None and time.monotonic() < deadline:
+            time.sleep(0.25)
+        assert expiring.read_current([driver]) == [NO_RECORD]
+        assert expiring.compare_and_set([(driver, state_record(2), NO_RECORD)]) == []
+        assert check_versioned(expiring.read_current([driver])[0].bins) == 2
+
+
+INCREMENTS = 25
+
+
+def _incrementer(opener: Opener, ids: list[str], go: Any, results: Any) -> None:
+    """Read-modify-write: add one to every record's version, `INCREMENTS` times, retrying what moved on."""
+    lost = 0
+    try:
+        with opener() as store:
+            go.wait()
+            for _ in range(INCREMENTS):
+                todo = ids
+                while todo:
+                    current = store.read_current(todo)
+                    todo = store.compare_and_set([
+                        (entity_id, versioned(check_versioned(now.bins) + 1 if now.bins else 1), now)
+                        for entity_id, now in zip(todo, current, strict=True)])
+                    lost += len(todo)
+        results.put((lost, None))
+    except BaseException as exc:  # reported to the test process
+        results.put((lost, repr(exc)))
+
+
+def test_concurrent_read_modify_writes_lose_no_update(
+        opener: Opener, store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:
+    """Three processes increment the same records: every increment lands once (compare-and-set), none is torn."""
+    ids = new_ids(5)
+    context = multiprocessing.get_context("spawn")
+    go, results = context.Event(), context.Queue()
+    workers = [context.Process(target=_incrementer, args=(opener, ids, go, results)) for _ in range(3)]
+    for process in workers:
+        process.start()
+    go.set()
+    outcomes = [results.get(timeout=300) for _ in workers]
+    for process in workers:
+        process.join(30)
+    assert [error for _, error in outcomes] == [None] * len(workers)
+    assert [check_versioned(now.bins) for now in store.read_current(ids)] == [3 * INCREMENTS] * len(ids)
+
+
 RECORDS = 40
 
 
@@ -508,7 +619,8 @@ STORE_DOWN = (StoreUnavailable, StoreTimeout)
 
 
 @pytest.fixture
-def outage(opener: Opener, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[OnlineStore, Outage]]:
+def outage(opener: Opener, monkeypatch: pytest.MonkeyPatch,
+           request: pytest.FixtureRequest) -> Iterator[tuple[OnlineStore, Outage]]:
     """A store of the backend under test whose server or file a test can take away; its own deadlines shortened."""
     if opener.backend == "sqlite":
         monkeypatch.setattr(featurestore.sqlite, "BUSY_TIMEOUT_MS", 300)
@@ -517,7 +629,7 @@ def outage(opener: Opener, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[On
         return
     monkeypatch.setattr(featurestore.aerospike, "WRITE_TIMEOUT_MS", 1_000)
     monkeypatch.setattr(featurestore.aerospike, "SCAN_TIMEOUT_MS", 1_000)
-    target = parse_hosts(opener.settings.aerospike_hosts)[0][:2]
+    target = parse_hosts(request.getfixturevalue("aerospike_node"))[0][:2]
     with TcpProxy(target) as proxy:
         settings = opener.settings.with_overrides(aerospike_hosts=proxy.address, aerospike_timeout_ms=500)
         with Opener("aerospike", settings=settings)() as store:

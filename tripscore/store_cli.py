@@ -15,7 +15,7 @@ from featurestore import StoreError, open_store
 from featurestore.base import now_ms
 from featurestore.metadata import register_feature_metadata
 from runtime.config import Settings, load_settings
-from schemas.features import BIN_NAMES, MODEL_FEATURES
+from schemas.features import FOLD_BINS, MODEL_FEATURES
 
 STORE_FEATURES = MODEL_FEATURES[:STORE_FEATURE_COUNT]
 REQUEST_FEATURES = MODEL_FEATURES[STORE_FEATURE_COUNT:]
@@ -94,7 +94,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 def feature_view(driver_id: str, settings: Settings) -> dict[str, Any]:
     """One driver's record: every bin with its status, the record status and age, the store model features."""
     store = open_store(settings)
-    row = store.read([driver_id], BIN_NAMES)[0]
+    row = store.read([driver_id], (*FOLD_BINS, "_updated_ms"))[0]
     at = row.now_ms
     values = model_features(row.bins, at, math.nan, math.nan, math.nan, math.nan)[:STORE_FEATURE_COUNT]
     return {
