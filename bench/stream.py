@@ -1,18 +1,25 @@
-"""Streaming benchmark (SPEC §7): throughput and event-to-visible lag of `tripscore stream`, next to Spark's floor.
+"""Streaming benchmark (docs/spec.md §7): throughput and event-to-visible lag of `tripscore stream` over a fleet of N
+drivers, next to Spark's floor.
 
-    python bench/stream.py --events 600000 --rate 0       # sustained throughput, target >= 30,000 events/s
-    python bench/stream.py --events 150000 --rate 5000    # lag p99 at 5,000 events/s, target <= 1.5 s
+    python bench/stream.py --fleet 1000000 --events 150000 --rate 5000   # lag p99 at 5,000 events/s
+    python bench/stream.py --fleet 1000000 --events 600000 --rate 0      # sustained throughput of a backlog
+
+The fleet (`bench/fleet.py`): N drivers whose records are in the store before the run (backfilled), and events drawn
+at real-time proportions, so a micro-batch touches about as many distinct drivers as it has events. The job's store
+is a fresh SQLite file, or Aerospike when `AEROSPIKE_HOSTS` is set (sets of their own, emptied afterwards).
 
 Two runs, each a subprocess on a fresh topic: the floor (`bench/stream_floor.py`: the same Kafka source, trigger,
-partitions and parse stage into a sink that only counts) and the job (`tripscore -v stream`, fresh SQLite store).
-A warm-up brings each to steady state: 20,000 events at once, then, with a rate, `--warmup-s` seconds of events at
-that rate (the JVM compiles Spark's code paths for live-sized batches during the first seconds). Then N generated
-events are produced at `--rate`: with a rate, the events due every 10 ms with `ts` = their send time; at 0, a
-backlog sent at once that keeps the events' time spread, shifted to end now. Throughput is N over the time from the
-first send to the last write; the job's lag is send time to the store's `_updated_ms` (polling a sample of drivers),
-the floor's send time to the end of its sink. Batch times and the per-phase breakdown come from the debug log lines
-of the micro-batches after the warm-up. The machine-speed calibration is printed at start and end. Last line: one
-JSON object.
+partitions and decode into a sink that only counts) and the job (`tripscore -v stream`). A warm-up brings each to
+steady state: 20,000 events at once, then, with a rate, `--warmup-s` seconds of events at that rate. Then the events
+are produced at `--rate`: with a rate, the events due every 10 ms with `ts` = their send time; at 0, a backlog sent
+at once with `ts` = the send time. Throughput is the events over the time from the first send to the last write; the
+job's lag is each applied event's send time to its record's write, as the job logs it (`batch N lags (ms)`, 10 ms
+buckets), the floor's send time to the end of its sink; a sample of drivers polled from outside gives the job's
+`sampled_lag_p99_s` beside it, from the records' `_updated_ms` (late by up to a poll when a driver's record is
+written twice between polls). Batch times, distinct drivers per batch and the per-phase breakdown come from the
+job's log lines of the micro-batches after the warm-up; the record size from the store (SQLite's `dbstat`,
+Aerospike's set statistics) and the sampled drivers' `_stream`, the checkpoint's size from its folder. The
+machine-speed calibration is printed at start and end. Last line: one JSON object.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
 import shutil
@@ -38,35 +46,26 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[0] = str(REPO)
 
 from bench.calibration import Calibration  # noqa: E402 - after the path fix
+from bench.fleet import FleetEvents, driver_id, preload  # noqa: E402
 from runtime.config import Settings, load_settings  # noqa: E402
 from runtime.kafka_clients import aiokafka_producer_options  # noqa: E402
 from runtime.processes import ServiceProcess  # noqa: E402
 from runtime.topics import count_topic  # noqa: E402
-from streaming.checkpoint import DEFAULT_BUCKETS  # noqa: E402
+from schemas.features import STREAM_STATE_BIN  # noqa: E402
 
-THROUGHPUT_TARGET_EPS = 30_000
-THROUGHPUT_RATIO_TARGET = 0.7
-LAG_TARGET_S = 1.5
-LAG_RATIO_TARGET = 1.5
+THROUGHPUT_RATIO_TARGET = 0.8
+LAG_TARGET_S = 1.0
+LAG_RATIO_TARGET = 1.3
 LAG_TARGET_RATE = 5_000
 WARMUP_EVENTS = 20_000
 BREAKDOWN = re.compile(r"batch (\d+) breakdown \(ms\) (\{.*\})")
 BATCH_ROWS = re.compile(r"batch (\d+): in (\d+) ")
+BATCH_DRIVERS = re.compile(r"batch (\d+): in (\d+) .*; drivers (\d+),")
+BATCH_LAGS = re.compile(r"batch (\d+) lags \(ms\) (\{.*\})")
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def city_messages(events: int, days: int, drivers: int | None) -> list[dict]:
-    """The first `events` TripEvents of a generated city, in time order."""
-    from batch.generate import drivers_for_events, generate_city
-
-    city = generate_city(seed=17, drivers=drivers or drivers_for_events(events * 11 // 10, days), days=days)
-    messages = list(city.messages())
-    if len(messages) < events:
-        raise SystemExit(f"the city has {len(messages):,} events < {events:,}: pass more --days or --drivers")
-    return messages[:events]
 
 
 async def produce(settings: Settings, topic: str, messages: list[dict], rate: float,
@@ -105,11 +104,11 @@ async def _paced(producer, topic: str, messages: list[dict], rate: float, sent_m
 
 
 async def _backlog(producer, topic: str, messages: list[dict], sent_ms: dict[str, list[int]]) -> float:
-    """Everything at once, encoded up front; the events keep their time spread, shifted to end at the send time."""
+    """Everything at once, encoded up front with `ts` = now, in order (one ms apart per driver)."""
     from schemas.messages import encode
 
-    shift = now_ms() - messages[-1]["ts"]
-    keyed = [(m["driver_id"].encode(), encode({**m, "ts": m["ts"] + shift})) for m in messages]
+    stamp = now_ms()
+    keyed = [(m["driver_id"].encode(), encode({**m, "ts": stamp + i // 10_000})) for i, m in enumerate(messages)]
     first = time.time()
     for message in messages:
         sent_ms.setdefault(message["driver_id"], []).append(int(first * 1000))
@@ -136,31 +135,37 @@ async def _send_batches(producer, topic: str, keyed: list[tuple[bytes, bytes]]) 
 
 
 class LagSampler(threading.Thread):
-    """Polls sampled drivers' `_n_events`/`_updated_ms`; each newly applied event's lag is write time - send time."""
+    """Polls sampled drivers' `_n_events`/`_updated_ms`; each newly applied event's lag is write time - send time.
+    `sent_ms` holds each sampled driver's send times of the measured events, applied from its count at the start."""
 
-    def __init__(self, store, drivers: list[str], sent_ms: dict[str, list[int]], interval_s: float = 0.2) -> None:
+    def __init__(self, store, drivers: list[str], sent_ms: dict[str, list[int]], interval_s: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.store, self.drivers, self.sent_ms, self.interval_s = store, drivers, sent_ms, interval_s
-        self.seen = dict.fromkeys(drivers, 0)
+        self.base = {row.entity_id: (row.bins or {}).get("_n_events", 0) for row in store.read(drivers, ["_n_events"])}
+        self.seen = dict(self.base)
+        self.last_write_ms = 0
         self.lags_ms: list[int] = []
         self.done = threading.Event()
 
+    def poll(self) -> None:
+        """One read of the sampled drivers."""
+        for row in self.store.read(self.drivers, ["_n_events", "_updated_ms"]):
+            if row.bins is None or row.bins["_n_events"] <= self.seen[row.entity_id]:
+                continue
+            sent, base = self.sent_ms.get(row.entity_id, []), self.base[row.entity_id]
+            new = sent[self.seen[row.entity_id] - base : row.bins["_n_events"] - base]
+            self.lags_ms += [row.bins["_updated_ms"] - t for t in new]
+            self.seen[row.entity_id] = row.bins["_n_events"]
+            self.last_write_ms = max(self.last_write_ms, row.bins["_updated_ms"])
+
+    def applied(self) -> int:
+        """Measured events applied to the sampled drivers so far."""
+        return sum(self.seen[d] - self.base[d] for d in self.drivers)
+
     def run(self) -> None:
         while not self.done.is_set():
-            for row in self.store.read(self.drivers, ["_n_events", "_updated_ms"]):
-                if row.bins is None or row.bins["_n_events"] <= self.seen[row.entity_id]:
-                    continue
-                sent = self.sent_ms.get(row.entity_id, [])
-                new = sent[self.seen[row.entity_id] : row.bins["_n_events"]]
-                self.lags_ms += [row.bins["_updated_ms"] - t for t in new]
-                self.seen[row.entity_id] = row.bins["_n_events"]
+            self.poll()
             time.sleep(self.interval_s)
-
-
-def visible(store, drivers: list[str]) -> tuple[int, int]:
-    """(events applied to these drivers' stored records, the latest `_updated_ms` among them)."""
-    rows = [row.bins for row in store.read(drivers, ["_n_events", "_updated_ms"]) if row.bins]
-    return sum(b["_n_events"] for b in rows), max((b["_updated_ms"] for b in rows), default=0)
 
 
 def wait_for(progress: Callable[[], tuple[int, int]], total: int, timeout_s: float, job: ServiceProcess) -> float:
@@ -211,6 +216,42 @@ def logged_through(job: ServiceProcess, events: int, timeout_s: float) -> int:
     return max(int(m[1]) for m in BATCH_ROWS.finditer(job.log_tail(10**9)))
 
 
+def batch_drivers(log_text: str, after_batch: int) -> list[int]:
+    """Distinct drivers of each micro-batch with events after `after_batch`, from the job's log."""
+    return [int(m[3]) for m in BATCH_DRIVERS.finditer(log_text) if int(m[1]) > after_batch and int(m[2]) > 0]
+
+
+def logged_lags(log_text: str, after_batch: int) -> list[int]:
+    """Every applied event's lag (ms, to the 10 ms bucket) of the micro-batches after `after_batch`, as the job
+    measured it (event time = send time, to the write of its record), from its debug log."""
+    return [int(bucket) for m in BATCH_LAGS.finditer(log_text) if int(m[1]) > after_batch
+            for bucket, n in json.loads(m[2]).items() for _ in range(n)]
+
+
+def folder_bytes(folder: Path) -> int:
+    """The bytes of every file under `folder`."""
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def record_bytes(store) -> float | None:
+    """Mean bytes a driver record takes in the store: SQLite's table payload (`dbstat`) per row, or Aerospike's
+    set statistics (`data_used_bytes` per object)."""
+    if store.backend == "sqlite":
+        conn = store._conn()
+        payload = conn.execute("SELECT sum(payload) FROM dbstat WHERE name = 'driver-features'").fetchone()[0]
+        rows = conn.execute('SELECT count(*) FROM "driver-features"').fetchone()[0]
+        return payload / rows if rows else None
+    stats = {}
+    for _, (error, answer) in store.client().info_all(f"sets/{store.namespace}/{store.record_set}").items():
+        if error is None and answer:
+            for item in answer.strip().rstrip(";").split(":"):
+                key, _, value = item.partition("=")
+                if value.isdigit():
+                    stats[key] = stats.get(key, 0) + int(value)
+    objects = stats.get("objects", 0)
+    return stats.get("data_used_bytes", 0) / objects if objects else None
+
+
 def summarize_batches(figures: list[dict[str, int]]) -> dict[str, object]:
     """Batch time p50/p99 (s) and the median of each phase (ms) over the measured micro-batches."""
     if not figures:
@@ -222,8 +263,16 @@ def summarize_batches(figures: list[dict[str, int]]) -> dict[str, object]:
             "phase_p50_ms": {name: round(float(np.median([f.get(name, 0) for f in figures]))) for name in phases}}
 
 
+def job_store_settings(workdir: Path, run_id: str) -> dict[str, object]:
+    """The job's store: a fresh SQLite file, or Aerospike sets of this run when `AEROSPIKE_HOSTS` is set."""
+    if hosts := os.environ.get("AEROSPIKE_HOSTS"):
+        return {"store": "aerospike", "aerospike_hosts": hosts, "aerospike_set_prefix": f"bench-{run_id}-",
+                "aerospike_timeout_ms": 2_000}
+    return {"store": "sqlite", "sqlite_path": (workdir / "features.db").resolve()}
+
+
 class Run:
-    """One measured run: a fresh topic (and DLQ), warm-up, then the events at the rate."""
+    """One measured run: a fresh topic (and DLQ) and store, warm-up, then the events at the rate."""
 
     def __init__(self, args: argparse.Namespace, name: str, messages: list[dict]) -> None:
         from runtime.topics import create_topics
@@ -232,19 +281,20 @@ class Run:
         self.workdir = args.workdir / name
         self.workdir.mkdir(parents=True)
         run_id = uuid.uuid4().hex[:8]
-        self.settings = load_settings(sqlite_path=(self.workdir / "features.db").resolve(),
-                                      topic_trip_events=f"bench-stream-{run_id}",
-                                      topic_trip_events_dlq=f"bench-dlq-{run_id}")
+        store = job_store_settings(self.workdir, run_id)
+        self.settings = load_settings(topic_trip_events=f"bench-stream-{run_id}",
+                                      topic_trip_events_dlq=f"bench-dlq-{run_id}", **store)
         create_topics(self.settings,
                       [self.settings.topic_trip_events, self.settings.topic_trip_events_dlq],
                       self.settings.kafka_partitions)
-        self.job_settings = {"kafka_bootstrap": self.settings.kafka_bootstrap, "sqlite_path": self.settings.sqlite_file,
-                             "home": self.workdir.resolve(), "topic_trip_events": self.settings.topic_trip_events,
-                             "topic_trip_events_dlq": self.settings.topic_trip_events_dlq}
-        self.flags = ["--checkpoint", str(self.workdir / "checkpoint"), "--metrics-port", "0",
+        self.job_settings = {"kafka_bootstrap": self.settings.kafka_bootstrap, "home": self.workdir.resolve(),
+                             "topic_trip_events": self.settings.topic_trip_events,
+                             "topic_trip_events_dlq": self.settings.topic_trip_events_dlq, **store}
+        self.checkpoint = self.workdir / "checkpoint"
+        self.flags = ["--checkpoint", str(self.checkpoint), "--metrics-port", "0",
                       "--starting-offsets", "earliest", "--trigger-ms", str(args.trigger_ms),
                       "--max-offsets-per-trigger", str(args.max_offsets), "--partitions", str(args.partitions),
-                      "--state-buckets", str(args.state_buckets), *(f"--conf={setting}" for setting in args.conf)]
+                      *(f"--conf={setting}" for setting in args.conf)]
 
     def send(self, messages: list[dict], rate: float, sent_ms: dict[str, list[int]]) -> float:
         """`produce` into this run's topic."""
@@ -266,7 +316,7 @@ class Run:
 
 def run_floor(args: argparse.Namespace, messages: list[dict], warmup: list[dict],
               paced: list[dict]) -> dict[str, object]:
-    """The floor: same source, trigger, partitions and parse stage, a sink that only counts."""
+    """The floor: same source, trigger, partitions and decode, a sink that only counts."""
     run = Run(args, "floor", messages)
     job = FloorProcess(run.flags, run.job_settings, run.workdir).start()
     try:
@@ -284,52 +334,74 @@ def run_floor(args: argparse.Namespace, messages: list[dict], warmup: list[dict]
     return run.result(first, done, lags, job.log_tail(10**9), after)
 
 
+def sampled_drivers(messages: list[dict], sample: int) -> list[str]:
+    """The drivers whose records the lag sampler polls: all of them up to `sample`, else those of `sample` events
+    drawn at random (a large fleet's drivers have few events each)."""
+    drivers = sorted({m["driver_id"] for m in messages})
+    if len(drivers) <= sample:
+        return drivers
+    return sorted({m["driver_id"] for m in random.Random(1).sample(messages, sample)})
+
+
 def run_stream(args: argparse.Namespace, messages: list[dict], warmup: list[dict],
                paced: list[dict]) -> dict[str, object]:
-    """The job: `tripscore -v stream` into a fresh SQLite store."""
+    """The job: `tripscore -v stream` over the fleet's backfilled records."""
     from featurestore import open_store
 
     run = Run(args, "stream", messages)
-    drivers = sorted({m["driver_id"] for m in messages})
-    job = ServiceProcess(["-v", "stream", *run.flags], run.job_settings, run.workdir / "stream.log").start()
     store = open_store(run.settings)
+    print(f"fleet records written in {preload(store, args.fleet):.0f} s", flush=True)
+    job = ServiceProcess(["-v", "stream", *run.flags], run.job_settings, run.workdir / "stream.log").start()
     try:
         run.warm_up(warmup, paced)
-        warm_drivers = sorted({m["driver_id"] for m in warmup + paced})
-        wait_for(lambda: visible(store, warm_drivers), len(warmup) + len(paced), args.timeout, job)
         after = logged_through(job, len(warmup) + len(paced), args.timeout)
         print("job warmed up; producing", flush=True)
         sent_ms: dict[str, list[int]] = {}
-        sampler = LagSampler(store, random.Random(1).sample(drivers, min(args.sample, len(drivers))), sent_ms)
+        sampler = LagSampler(store, sampled_drivers(messages, args.sample), sent_ms)
+        sampled = sum(1 for m in messages if m["driver_id"] in sampler.base)
         sampler.start()
         first = run.send(messages, args.rate, sent_ms)
-        done = wait_for(lambda: visible(store, drivers), len(messages), args.timeout, job)
-        time.sleep(3 * sampler.interval_s)
+        logged_through(job, len(warmup) + len(paced) + len(messages), args.timeout)  # logged after the writes
         sampler.done.set()
         sampler.join()
+        sampler.poll()
+        if sampler.applied() != sampled:
+            raise SystemExit(f"{sampled - sampler.applied():,} events of the sampled drivers were not applied: see "
+                             f"{job.log_path}")
+        done = sampler.last_write_ms / 1000
     finally:
         job.stop(timeout=120)  # SIGTERM: the job stops between batches
-    result = run.result(first, done, sampler.lags_ms, job.log_tail(10**9), after)
-    result["dlq"] = count_topic(run.settings, run.settings.topic_trip_events_dlq)
+    log_text = job.log_tail(10**9)
+    result = run.result(first, done, logged_lags(log_text, after), log_text, after)
+    per_batch = batch_drivers(log_text, after)
+    states = [len(now.bins[STREAM_STATE_BIN]) for now in store.read_current(sorted(sampler.base))
+              if now.bins and STREAM_STATE_BIN in now.bins]
+    result.update(dlq=count_topic(run.settings, run.settings.topic_trip_events_dlq),
+                  sampled_lag_p99_s=float(np.percentile(sampler.lags_ms, 99)) / 1000,
+                  drivers_per_batch_p50=int(np.median(per_batch)) if per_batch else None,
+                  record_bytes=record_bytes(store), stream_state_bytes=float(np.mean(states)) if states else None,
+                  checkpoint_bytes=folder_bytes(run.checkpoint), store=store.backend)
+    if store.backend == "aerospike":
+        store.truncate()
     return result
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=300_000, help="events to produce (default 300000)")
-    parser.add_argument("--rate", type=float, default=0.0, help="events/s to produce, 0 = as fast as possible")
-    parser.add_argument("--days", type=int, default=7, help="simulated days of the generated city (default 7)")
-    parser.add_argument("--drivers", type=int, help="drivers of the city (default: sized by --events and --days)")
-    parser.add_argument("--trigger-ms", type=int, default=1000, help="job trigger interval (default 1000)")
+    parser.add_argument("--fleet", type=int, default=1_000, help="drivers with records in the store (default 1000)")
+    parser.add_argument("--events", type=int, default=150_000, help="events to produce (default 150000)")
+    parser.add_argument("--rate", type=float, default=5_000.0, help="events/s to produce, 0 = a backlog at once")
+    parser.add_argument("--trigger-ms", type=int, default=load_settings().stream_trigger_ms,
+                        help="trigger interval of both runs (default: TRIPSCORE_STREAM_TRIGGER_MS, else the job's)")
     parser.add_argument("--max-offsets", type=int, default=200_000, help="job maxOffsetsPerTrigger (default 200000)")
-    parser.add_argument("--partitions", type=int, default=2, help="job tasks per stage (default 2)")
-    parser.add_argument("--state-buckets", type=int, default=load_settings().stream_state_buckets or DEFAULT_BUCKETS,
-                        help="the job's state buckets (default: TRIPSCORE_STREAM_STATE_BUCKETS, else the job's)")
+    parser.add_argument("--partitions", type=int, default=2, help="job tasks per micro-batch (default 2)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
                         help="a Spark setting for both runs (repeatable), as `tripscore stream --conf`")
     parser.add_argument("--warmup-s", type=float, default=10.0,
                         help="seconds of events at --rate after the warm-up backlog, before measuring (default 10)")
-    parser.add_argument("--sample", type=int, default=200, help="drivers polled for lag (default 200)")
+    parser.add_argument("--sample", type=int, default=2_000,
+                        help="drivers polled for lag: all up to this many, else those of this many events "
+                             "(default 2000)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for the job (default 1800)")
     parser.add_argument("--workdir", type=Path, default=Path(".local/bench-stream"), help="scratch folder (wiped)")
     args = parser.parse_args(argv)
@@ -338,11 +410,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"calibration at the start: {start}", flush=True)
     shutil.rmtree(args.workdir, ignore_errors=True)
     args.workdir.mkdir(parents=True)
-    messages = city_messages(args.events, args.days, args.drivers)
-    drivers = sorted({m["driver_id"] for m in messages})
-    warmup = [{**m, "driver_id": f"warm-{m['driver_id']}"} for m in messages[:WARMUP_EVENTS]]
-    paced = [{**m, "driver_id": f"pace-{m['driver_id']}"} for m in messages[: int(args.rate * args.warmup_s)]]
-    print(f"{len(messages):,} events of {len(drivers):,} drivers", flush=True)
+    fleet = FleetEvents(args.fleet)
+    warmup, paced = fleet.take(WARMUP_EVENTS, "warm"), fleet.take(int(args.rate * args.warmup_s), "pace")
+    messages = fleet.take(args.events)
+    print(f"{len(messages):,} events of {len({m['driver_id'] for m in messages}):,} drivers of a fleet of "
+          f"{args.fleet:,} (the first {driver_id(0)})", flush=True)
     floor = run_floor(args, messages, warmup, paced)
     job = run_stream(args, messages, warmup, paced)
     end = Calibration.now()
@@ -351,29 +423,38 @@ def main(argv: list[str] | None = None) -> int:
     rate = f"{args.rate:,.0f}/s" if args.rate else "max"
     throughput_ratio = job["throughput_eps"] / floor["throughput_eps"]
     lag_ratio = job["lag_p99_s"] / floor["lag_p99_s"]
-    print(f"\n{'':22}{'job':>10}{'floor':>10}  target")
-    print(f"{'throughput (ev/s)':22}{job['throughput_eps']:>10,.0f}{floor['throughput_eps']:>10,.0f}  "
-          f">= {THROUGHPUT_TARGET_EPS:,} and >= {THROUGHPUT_RATIO_TARGET}x the floor at rate max ({rate} here)")
-    print(f"{'lag p50 (s)':22}{job['lag_p50_s']:>10.2f}{floor['lag_p50_s']:>10.2f}")
-    print(f"{'lag p99 (s)':22}{job['lag_p99_s']:>10.2f}{floor['lag_p99_s']:>10.2f}  "
+    print(f"\n{'':24}{'job':>10}{'floor':>10}  target")
+    print(f"{'throughput (ev/s)':24}{job['throughput_eps']:>10,.0f}{floor['throughput_eps']:>10,.0f}  "
+          f">= {THROUGHPUT_RATIO_TARGET}x the floor at rate max ({rate} here)")
+    print(f"{'lag p50 (s)':24}{job['lag_p50_s']:>10.2f}{floor['lag_p50_s']:>10.2f}")
+    print(f"{'lag p99 (s)':24}{job['lag_p99_s']:>10.2f}{floor['lag_p99_s']:>10.2f}  "
           f"<= {LAG_TARGET_S:g} and <= {LAG_RATIO_TARGET}x the floor at {LAG_TARGET_RATE:,}/s")
-    print(f"{'batch p50 (s)':22}{job['batch_p50_s']:>10}{floor['batch_p50_s']:>10}  over {job['batches']} / "
+    print(f"{'batch p50 (s)':24}{job['batch_p50_s']:>10}{floor['batch_p50_s']:>10}  over {job['batches']} / "
           f"{floor['batches']} batches")
-    print(f"{'batch p99 (s)':22}{job['batch_p99_s']:>10}{floor['batch_p99_s']:>10}")
-    print(f"{'lag samples':22}{job['lag_samples']:>10,}{floor['lag_samples']:>10,}")
-    print(f"{'dlq':22}{job['dlq']:>10,}{'':>10}  0")
+    print(f"{'batch p99 (s)':24}{job['batch_p99_s']:>10}{floor['batch_p99_s']:>10}")
+    print(f"{'lag samples':24}{job['lag_samples']:>10,}{floor['lag_samples']:>10,}")
+    print(f"{'sampled lag p99 (s)':24}{job['sampled_lag_p99_s']:>10.2f}{'':>10}  (the store polled from outside)")
+    print(f"{'drivers per batch p50':24}{job['drivers_per_batch_p50'] or 0:>10,}")
+    print(f"{'record bytes':24}{job['record_bytes'] or 0:>10,.0f}  ({job['store']}, every record's mean; 382 before "
+          f"the store held the stream's state)")
+    print(f"{'stream state bytes':24}{job['stream_state_bytes'] or 0:>10,.0f}  (`_stream` of the streamed drivers)")
+    print(f"{'checkpoint bytes':24}{job['checkpoint_bytes']:>10,}")
+    print(f"{'dlq':24}{job['dlq']:>10,}{'':>10}  0")
     print(f"phase medians (ms), job:   {job['phase_p50_ms']}")
     print(f"phase medians (ms), floor: {floor['phase_p50_ms']}")
     print(f"(logs: {args.workdir}/stream/stream.log, {args.workdir}/floor/floor.log)")
     print(json.dumps({
-        "bench": "stream", "events": len(messages), "rate": args.rate, "warmup_s": args.warmup_s if args.rate else 0,
-        "state_buckets": args.state_buckets, "conf": args.conf,
+        "bench": "stream", "store": job["store"], "fleet": args.fleet, "events": len(messages), "rate": args.rate,
+        "trigger_ms": args.trigger_ms, "warmup_s": args.warmup_s if args.rate else 0, "conf": args.conf,
         "throughput_eps": round(job["throughput_eps"], 1), "lag_p50_s": round(job["lag_p50_s"], 3),
         "lag_p99_s": round(job["lag_p99_s"], 3), "dlq": job["dlq"],
         "floor_throughput_eps": round(floor["throughput_eps"], 1), "floor_lag_p99_s": round(floor["lag_p99_s"], 3),
         "throughput_ratio": round(throughput_ratio, 3), "lag_ratio": round(lag_ratio, 3),
         "batch_p50_s": job["batch_p50_s"], "batch_p99_s": job["batch_p99_s"],
-        "floor_batch_p50_s": floor["batch_p50_s"], "phase_p50_ms": job["phase_p50_ms"],
+        "floor_batch_p50_s": floor["batch_p50_s"], "drivers_per_batch_p50": job["drivers_per_batch_p50"],
+        "lag_samples": job["lag_samples"], "sampled_lag_p99_s": round(job["sampled_lag_p99_s"], 3),
+        "record_bytes": round(job["record_bytes"] or 0), "stream_state_bytes": round(job["stream_state_bytes"] or 0),
+        "checkpoint_bytes": job["checkpoint_bytes"], "phase_p50_ms": job["phase_p50_ms"],
         "floor_phase_p50_ms": floor["phase_p50_ms"],
         "calibration_start": {"load1": start.load[0], "loop_ms": round(start.loop_ms)},
         "calibration_end": {"load1": end.load[0], "loop_ms": round(end.loop_ms)},

@@ -160,6 +160,35 @@ class DriverState:
             bins["da_accept_1h"] = sum(accepted for _, accepted in self.responses) / len(self.responses)
         return bins
 
+    def copy(self) -> DriverState:
+        """An independent copy."""
+        state = DriverState.__new__(DriverState)
+        for name in self.__slots__:
+            setattr(state, name, getattr(self, name))
+        state.responses = list(self.responses)
+        return state
+
+    def dump(self) -> list[Any]:
+        """The state as one flat list (`load` reads it back): a compact snapshot, smaller than `to_bins`."""
+        return [self.n_accept, self.n_decline, self.n_rated, self.rating_sum, self.total_trips, self.day,
+                self.trips_day, self.shift_start, self.consec, self.event_ms, self.n_events,
+                [x for response in self.responses for x in response]]
+
+    @staticmethod
+    def dumped_event_ms(values: Sequence[Any]) -> int:
+        """The event time of the latest event of a state `dump` wrote, without loading it."""
+        return values[9]
+
+    @classmethod
+    def load(cls, values: Sequence[Any]) -> DriverState:
+        """The state `dump` wrote."""
+        state = cls.__new__(cls)
+        (state.n_accept, state.n_decline, state.n_rated, state.rating_sum, state.total_trips, state.day,
+         state.trips_day, state.shift_start, state.consec, state.event_ms, state.n_events, flat) = values
+        state.rating_sum = float(state.rating_sum)
+        state.responses = [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
+        return state
+
     @classmethod
     def from_bins(cls, bins: Mapping[str, Any]) -> DriverState:
         """Resume the fold from a stored record."""

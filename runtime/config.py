@@ -40,8 +40,7 @@ BOUNDS: dict[str, Bound] = {
     "scorer_batch_wait_ms": Bound(0), "scorer_workers": Bound(1), "scorer_read_threads": Bound(1),
     "scorer_web_port": PORT, "scorer_commit_interval_s": POSITIVE, "scorer_session_timeout_s": POSITIVE,
     "model_poll_s": POSITIVE, "stream_trigger_ms": Bound(0), "stream_max_offsets": Bound(1),
-    "stream_watermark_s": Bound(0), "stream_partitions": Bound(1), "stream_state_buckets": POSITIVE,
-    "stream_state_idle_s": POSITIVE, "stream_write_batch": Bound(1), "stream_metrics_port": PORT,
+    "stream_lateness_s": Bound(0), "stream_partitions": Bound(1), "stream_metrics_port": PORT,
     "stream_store_giveup_s": POSITIVE,
 }
 """Every numeric setting's range: a value outside it stops the command, naming the setting."""
@@ -157,14 +156,10 @@ class Settings:
     model_poll_s: float = field(default_factory=lambda: _float("model_poll_s", "1.0"))
     stream_checkpoint: str = field(default_factory=lambda: _env("stream_checkpoint", ""))
     stream_starting_offsets: str = field(default_factory=lambda: _env("stream_starting_offsets", "earliest"))
-    stream_trigger_ms: int = field(default_factory=lambda: _int("stream_trigger_ms", "1000"))
+    stream_trigger_ms: int = field(default_factory=lambda: _int("stream_trigger_ms", "500"))
     stream_max_offsets: int = field(default_factory=lambda: _int("stream_max_offsets", "200000"))
-    stream_watermark_s: float = field(default_factory=lambda: _float("stream_watermark_s", "10"))
+    stream_lateness_s: float = field(default_factory=lambda: _float("stream_lateness_s", "10"))
     stream_partitions: int = field(default_factory=lambda: _int("stream_partitions", "2"))
-    stream_state_buckets: int | None = field(  # None: the checkpoint's count, 64 for a new one
-        default_factory=lambda: _int("stream_state_buckets", "") if _env("stream_state_buckets", "") else None)
-    stream_state_idle_s: float = field(default_factory=lambda: _float("stream_state_idle_s", "86400"))
-    stream_write_batch: int = field(default_factory=lambda: _int("stream_write_batch", "5000"))
     stream_metrics_port: int = field(default_factory=lambda: _int("stream_metrics_port", "9108"))
     stream_store_giveup_s: float = field(default_factory=lambda: _float("stream_store_giveup_s", "600"))
     verbose: bool = field(default_factory=lambda: _flag("verbose"))
@@ -193,6 +188,21 @@ class Settings:
 
     def __repr__(self) -> str:
         return f"Settings({self.redacted()})"
+
+
+RETIRED = {
+    "stream_watermark_s": "lateness is judged per driver now: set TRIPSCORE_STREAM_LATENESS_S",
+    "stream_state_buckets": "the store records are the drivers' state now, Spark keeps none",
+    "stream_state_idle_s": "the store records are the drivers' state now, Spark keeps none",
+    "stream_write_batch": "each partition writes its records in one batch now",
+}
+"""Settings of earlier versions that no longer exist, and what replaced them."""
+
+
+def retired_settings() -> list[str]:
+    """One line for each retired `TRIPSCORE_*` variable (`RETIRED`) set in the environment."""
+    return [f"{ENV_PREFIX}{name.upper()} is no longer read: {why}" for name, why in RETIRED.items()
+            if ENV_PREFIX + name.upper() in os.environ]
 
 
 def load_settings(**overrides: Any) -> Settings:

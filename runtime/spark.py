@@ -111,18 +111,22 @@ def _own_log4j2(java_options: str) -> bool:
 
 
 def _launch_jvm(settings: Settings, conf: SparkConf, app_name: str) -> None:
-    """Start the driver JVM and its SparkContext; its output goes to the log file unless verbose."""
+    """Start the driver JVM and its SparkContext; its output goes to the log file unless verbose.
+
+    The JVM (and the Python workers it starts) gets a session of its own: a signal to the command's process group
+    (Ctrl-C, `kill -- -PGID`) reaches only this process, which stops Spark in order; the JVM exits when this process
+    does (its stdin closes)."""
     global _log_path
     java_options = conf.get(JAVA_OPTIONS, "")
     if not _own_log4j2(java_options):
         conf.set(JAVA_OPTIONS, f"-Dlog4j2.configurationFile={_log4j2_file(settings)} {java_options}".strip())
     if settings.verbose:
-        SparkContext(conf=conf)
+        SparkContext(conf=conf, gateway=launch_gateway(conf, popen_kwargs={"start_new_session": True}))
         return
     _log_path = spark_log_path(settings, app_name)
     _log_path.parent.mkdir(parents=True, exist_ok=True)
     with _log_path.open("ab") as output:  # the child keeps its own copy of the descriptor
-        gateway = launch_gateway(conf, popen_kwargs={"stdout": output, "stderr": output})
+        gateway = launch_gateway(conf, popen_kwargs={"stdout": output, "stderr": output, "start_new_session": True})
     SparkContext(conf=conf, gateway=gateway)
     log.info("Spark and JVM logs: %s (tripscore -v shows them here)", _log_path)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
 from pathlib import Path
@@ -12,6 +13,8 @@ from typing import TYPE_CHECKING
 from runtime.config import Settings, load_settings
 
 if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
     from streaming.job import StreamOptions
 
 log = logging.getLogger(__name__)
@@ -25,20 +28,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--starting-offsets", choices=("earliest", "latest"),
                    help="where a new checkpoint starts reading (default earliest)")
     p.add_argument("--max-offsets-per-trigger", type=int, help="events per micro-batch at most (default 200000)")
-    p.add_argument("--trigger-ms", type=int, help="processing-time trigger interval in ms (default 1000)")
+    p.add_argument("--trigger-ms", type=int, help="processing-time trigger interval in ms (default 500)")
     p.add_argument("--available-now", "--once", dest="available_now", action="store_true", default=None,
                    help="process what is in the topic now, then stop")
-    p.add_argument("--watermark-s", type=float, help="event-time watermark delay in seconds (default 10)")
+    p.add_argument("--lateness-s", type=float,
+                   help="allowed lateness in seconds: a driver's events are final once this far behind its latest "
+                        "event, and an event that sorts before a final one is dead-lettered as late (default 10)")
     p.add_argument("--partitions", type=int,
-                   help="tasks per stage: Kafka partitions are coalesced to this many, and a new checkpoint's state "
-                        "gets this many partitions (default 2)")
-    p.add_argument("--state-buckets", type=int,
-                   help="buckets the drivers' state is kept in, fixed by a new checkpoint (default: the checkpoint's, "
-                        "64 for a new one; about 32 per partition)")
-    p.add_argument("--state-idle-s", type=float,
-                   help="a driver's state is dropped once its latest event is this far behind the watermark; its next "
-                        "event starts from its store record (default 86400)")
-    p.add_argument("--write-batch", type=int, help="records per store write call (default 5000)")
+                   help="tasks per micro-batch: Kafka partitions are coalesced to this many (default 2)")
     p.add_argument("--metrics-port", type=int, help="Prometheus port, 0 disables (default 9108)")
     p.add_argument("--conf", action="append", type=_spark_setting, metavar="KEY=VALUE",
                    help="a Spark setting over the job's own (repeatable), e.g. spark.sql.shuffle.partitions=4")
@@ -59,19 +56,44 @@ def stream_options(settings: Settings, args: argparse.Namespace) -> StreamOption
     return StreamOptions.from_settings(
         settings, topic=args.topic, checkpoint=args.checkpoint, starting_offsets=args.starting_offsets,
         max_offsets_per_trigger=args.max_offsets_per_trigger, trigger_ms=args.trigger_ms,
-        available_now=args.available_now, watermark_s=args.watermark_s, partitions=args.partitions,
-        state_buckets=args.state_buckets, state_idle_s=args.state_idle_s, write_batch=args.write_batch,
+        available_now=args.available_now, lateness_s=args.lateness_s, partitions=args.partitions,
         metrics_port=args.metrics_port,
         spark_conf=tuple(args.conf) if args.conf else None,
     )
 
 
-def stop_on_signals() -> threading.Event:
-    """An event that SIGTERM and SIGINT set (the query then stops between micro-batches)."""
-    stop = threading.Event()
+class QuietPy4J(logging.Filter):
+    """Drops py4j's own records (it logs through the root logger too): once a stop is under way, a Spark call it cuts
+    short is no error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.name.startswith("py4j") or f"{os.sep}py4j{os.sep}" in record.pathname)
+
+
+QUIET_PY4J = QuietPy4J()
+
+
+def quiet_spark_connections() -> None:
+    """Once a stop is under way, the driver's accumulator server (a thread of this process) logs a connection the
+    JVM cut, when the JVM goes first, at debug level instead of printing a traceback."""
+    from pyspark import SparkContext
+
+    server = getattr(SparkContext._active_spark_context, "_accumulatorServer", None)
+    if server is not None:
+        server.handle_error = lambda _request, address: log.debug("Spark's connection from %s closed", address)
+
+
+def stop_on_signals(stop: threading.Event | None = None) -> threading.Event:
+    """An event that SIGTERM and SIGINT set (the query then stops between micro-batches); installed again on `stop`
+    after the Spark session starts, which replaces the SIGINT handler with its own."""
+    stop = stop or threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
-        log.info("%s received", signal.Signals(signum).name)
+        if not stop.is_set():
+            log.info("%s received: stopping", signal.Signals(signum).name)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(QUIET_PY4J)
+        quiet_spark_connections()
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -80,11 +102,13 @@ def stop_on_signals() -> threading.Event:
 
 
 def _stream(args: argparse.Namespace) -> int:
+    from runtime.config import retired_settings
     from runtime.kafka_clients import check_access
     from runtime.retry import GaveUp
-    from streaming.checkpoint import CheckpointMismatch
     from streaming.job import BadOption, job_session, run
 
+    for line in retired_settings():
+        log.warning(line)
     settings = load_settings()
     try:
         options = stream_options(settings, args)
@@ -94,14 +118,22 @@ def _stream(args: argparse.Namespace) -> int:
     check_access(settings)
     stop = stop_on_signals()
     spark = job_session(settings, options, "tripscore-stream")
+    stop_on_signals(stop)
     try:
         run(spark, settings, options, stop)
     except GaveUp as exc:
         log.error("stream stopped: %s", exc)
         return 1
-    except CheckpointMismatch as exc:
-        log.error("stream not started: %s", exc)
-        return 2
     finally:
-        spark.stop()
+        stop_spark(spark, stop)
     return 0
+
+
+def stop_spark(spark: SparkSession, stop: threading.Event) -> None:
+    """Stop Spark; after a stop signal, its JVM may be gone already (a signal to every process of the service)."""
+    try:
+        spark.stop()
+    except Exception:
+        if not stop.is_set():
+            raise
+        log.info("Spark had stopped already")

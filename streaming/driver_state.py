@@ -1,152 +1,207 @@
-"""Per-driver streaming state: the fold committed up to the watermark, the pending events after it, and the
-latest committed events.
+"""A driver's stream state, kept in its own store record: what folding its next events needs.
 
-Late-event policy. Each driver keeps `committed`, the fold (`features.fold.DriverState`) of its events at or
-before the event-time watermark, and `pending`, its newer events in the fold order (`features.fold.fold_key`).
-The visible record is committed + pending, written every micro-batch, so the watermark delays nothing.
-A new event that sorts after the committed state's last event joins pending, even when it arrives out of order
-(it is folded in its place). One that sorts at or before it can no longer be folded in order: it is LATE, goes
-to the DLQ with reason `ts: late event, older than the watermark (...)` and never changes features.
+The record is the driver's state (no Spark state): its fold bins are the visible features, and its `_stream` bin
+(`STREAM_STATE_BIN`, compact JSON) holds what continuing the fold needs: the source offsets applied, the events
+still within the allowed lateness (pending) with the fold before them (committed), and the recent committed
+events for duplicate detection. `advance` folds one micro-batch's events of the driver onto the record it read.
 
-Duplicates (`features.fold.fold_order`: an event equal to an applied one on the fold fields). A duplicate of a
-pending or a remembered committed event is counted, never applied and never dead-lettered, however old. A
-driver remembers its committed events within `DUPLICATE_HORIZON_MS` of event time before its latest committed
-one, at most `DUPLICATE_MEMORY` of them. A duplicate of an event it has forgotten sorts at or before the
-committed state, so it is late: dead-lettered, and it still changes nothing. The bound costs only that label.
+Lateness is judged per driver (docs/spec.md §3.1). A driver's events become final once they are more than the
+allowed lateness (`lateness_ms`) older in event time than the driver's latest applied event; until then they are
+pending. An event that sorts after the driver's last final event is folded in its place in the fold order
+(`features.fold.fold_before`), however late it arrives. One that sorts at or before it can no longer be folded in
+order: it is LATE, goes to the DLQ with reason `ts: late event, ...` and changes nothing. Other drivers' events and
+the job's clock play no part, so one device whose clock is years ahead delays nobody else's events.
 
-On a driver's first sight (no Spark state) the committed state starts from its online-store record, so streaming
-continues a backfill; events that record already covers are duplicates: dropped and counted, not dead-lettered.
+Duplicates (`features.fold.fold_order`: equal to an applied event on the fold fields). A duplicate of a pending or
+of a remembered final event is counted, never applied and never dead-lettered. A record remembers its final events
+within `DUPLICATE_HORIZON_MS` of event time before its last final one, at most `DUPLICATE_MEMORY` of them (as a
+CRC-32 of their fields, next to their time); a duplicate of one it has forgotten sorts at or before the final state,
+so it is late: dead-lettered, and it changes nothing either way.
 
-Idle drivers (`evictable`). Once a driver's latest event is `idle_ms` behind the watermark, it has nothing pending
-and its store record is its whole fold: its state may be dropped, and its next event starts from that record as on
-first sight. The cost is the label of an event that old at or before the record's latest event: a duplicate, not
-late.
+Replays. The record keeps, per Kafka partition of its source topic, the highest offset it has taken in. An event at
+or below it is one a replayed micro-batch (a restart, a retried or speculative task) brings again: skipped as
+`replayed`, neither counted as a duplicate nor dead-lettered again.
+
+A record without `_stream` (written by the backfill, or by a version that kept the state in Spark) is taken as
+final up to its `_event_ms`: events it covers are duplicates, so the stream continues a backfill, and an upgrade
+from the Spark-state version replays its last batch without applying anything twice.
 """
 
 from __future__ import annotations
 
-import pickle
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from features.fold import DriverState, EventTuple, fold_before, fold_order
+from schemas.features import STREAM_STATE_BIN
+from schemas.messages import EVENT_TYPES
+from streaming.parse import KafkaEvent
 
 LATE_FIELD = "ts"
-DUPLICATE_HORIZON_MS = 60 * 60_000  # committed events are remembered this far back in event time...
+DUPLICATE_HORIZON_MS = 60 * 60_000  # final events are remembered this far back in event time...
 DUPLICATE_MEMORY = 64  # ... and at most this many per driver
-AFTER_ANY_ID = "\uffff"  # with a store record's `_event_ms`: every event at that time counts as applied
+AFTER_ANY_ID = "\uffff"  # with a record's `_event_ms`: every event at that time counts as applied
+FORMAT = 1  # the `_stream` layout below
+_TYPE_CODES = {event_type: code for code, event_type in enumerate(EVENT_TYPES)}
+
+
+def source_tag(topic: str) -> int:
+    """The tag of a source topic in `_stream`: offsets of another topic mean nothing to this one."""
+    return zlib.crc32(topic.encode("utf-8", "surrogatepass"))
+
+
+def digest(event: EventTuple) -> int:
+    """A final event's fingerprint beside its time: CRC-32 of its id, type and rating."""
+    return zlib.crc32(f"{event[1]}\x1f{event[2]}\x1f{event[3]}".encode("utf-8", "surrogatepass"))
+
+
+@dataclass(slots=True)
+class StreamState:
+    """The `_stream` bin, decoded."""
+
+    source: int  # `source_tag` of the topic the offsets are of
+    offsets: dict[int, int]  # the highest offset taken in, per partition
+    last: EventTuple | None  # the last final event; None: final up to the committed fold's `_event_ms`
+    recent: list[int]  # remembered final events, flat: [ts_ms, digest, ts_ms, digest, ...]
+    pending: list[EventTuple]  # events within the allowed lateness, in the fold order
+    committed: list[Any] | None  # `DriverState.dump()` of the fold before `pending`; None when nothing is pending
+
+    def encode(self) -> bytes:
+        """The bin's bytes: `[format, source, offsets, last, recent, pending, committed]` as JSON, events as
+        `[ts_ms, event_id, type code, rating]`."""
+        return orjson.dumps([FORMAT, self.source, [x for item in self.offsets.items() for x in item],
+                             _pack(self.last), self.recent, [_pack(e) for e in self.pending], self.committed])
+
+    @classmethod
+    def decode(cls, blob: bytes) -> StreamState:
+        """The state `encode` wrote; ValueError for another format."""
+        fmt, source, offsets, last, recent, pending, committed = orjson.loads(blob)
+        if fmt != FORMAT:
+            raise ValueError(f"{STREAM_STATE_BIN} format {fmt!r}, this version reads {FORMAT}")
+        return cls(source, dict(zip(offsets[::2], offsets[1::2], strict=True)), _unpack(last), recent,
+                   [_unpack(e) for e in pending], committed)
+
+
+def _pack(event: EventTuple | None) -> list[Any] | None:
+    return None if event is None else [event[0], event[1], _TYPE_CODES[event[2]], event[3]]
+
+
+def _unpack(packed: list[Any] | None) -> EventTuple | None:
+    return None if packed is None else (packed[0], packed[1], EVENT_TYPES[packed[2]], packed[3])
 
 
 @dataclass(slots=True)
 class Advance:
-    """What one micro-batch did to one driver."""
+    """What one micro-batch did to one driver's record."""
 
-    state: bytes  # the driver's new saved state (`dump_state`)
-    latest_ms: int  # the event time of its latest applied event, pending or committed (-1 before any)
-    visible: dict[str, Any] | None  # the record to write, None when no event was accepted
-    accepted_ms: list[int] = field(default_factory=list)  # event times of the accepted events
-    late: list[tuple[int, str]] = field(default_factory=list)  # (input position, reason) of late events
+    record: dict[str, Any] | None = None  # the record to write, None when nothing was applied
+    applied_ms: list[int] = field(default_factory=list)  # event times of the applied events
+    late: list[tuple[int, str]] = field(default_factory=list)  # (position in the batch's events, reason)
     duplicates: int = 0
+    replayed: int = 0  # events the record had already taken in (by source offset)
 
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def late_reason(event_ms: int, committed_ms: int, watermark_ms: int) -> str:
+def late_reason(event_ms: int, final_ms: int, latest_ms: int, lateness_ms: int) -> str:
     """The DLQ reason of a late event (its field is `ts`)."""
-    return (f"late event, older than the watermark (event time {_iso(event_ms)}; driver committed up to "
-            f"{_iso(committed_ms)}, watermark {_iso(watermark_ms)})")
+    return (f"late event, older than the driver's allowed lateness (event time {_iso(event_ms)}; the driver's "
+            f"events are final up to {_iso(final_ms)}, its latest is {_iso(latest_ms)}, lateness "
+            f"{lateness_ms / 1000:g} s)")
 
 
-def _state(bins: Mapping[str, Any] | None) -> DriverState:
-    return DriverState.from_bins(bins) if bins is not None else DriverState()
-
-
-def _promote(committed: DriverState, pending: list[EventTuple], watermark_ms: int,
-             remembered: list[EventTuple]) -> list[EventTuple]:
-    """Fold the pending events at or before the watermark into `committed` and remember them (within the
-    memory bound); returns the rest."""
+def _final_count(pending: list[EventTuple], lateness_ms: int) -> int:
+    """How many of `pending` (in the fold order) are beyond the allowed lateness behind the latest of them."""
+    boundary = pending[-1][0] - lateness_ms
     ready = 0
-    while ready < len(pending) and pending[ready][0] <= watermark_ms:
+    while ready < len(pending) and pending[ready][0] <= boundary:
         ready += 1
-    committed.apply_all(pending[:ready])
-    remembered += pending[:ready]
-    forget = max(0, len(remembered) - DUPLICATE_MEMORY)
-    while forget < len(remembered) and remembered[forget][0] < committed.event_ms - DUPLICATE_HORIZON_MS:
+    return ready
+
+
+def _remember(final: list[EventTuple], recent: list[int], final_ms: int) -> None:
+    """Add newly final events to `recent` and forget those beyond the memory bounds (`DUPLICATE_*`)."""
+    for event in final:
+        recent += (event[0], digest(event))
+    forget = max(0, len(recent) // 2 - DUPLICATE_MEMORY)
+    horizon = final_ms - DUPLICATE_HORIZON_MS
+    while forget < len(recent) // 2 and recent[2 * forget] < horizon:
         forget += 1
-    del remembered[:forget]
-    return pending[ready:]
+    del recent[: 2 * forget]
 
 
-def evictable(latest_ms: int, watermark_ms: int, idle_ms: int) -> bool:
-    """Whether a driver whose latest event is at `latest_ms` may have its state dropped (the module's docstring)."""
-    return latest_ms + idle_ms <= watermark_ms
-
-
-def latest_event_ms(doc: Mapping[str, Any]) -> int:
-    """The event time of a driver's latest applied event in its saved document (`advance`), -1 before any."""
-    pending, committed = doc["p"], doc["c"]
-    return pending[-1][0] if pending else -1 if committed is None else int(committed.get("_event_ms", -1))
-
-
-def load_state(saved: bytes) -> dict[str, Any]:
-    """A driver's saved document (`advance`); the inverse of `dump_state`."""
-    return pickle.loads(saved)
-
-
-def dump_state(doc: dict[str, Any]) -> bytes:
-    """A driver's document saved: a pickle (a format every later Python reads; the state outlives the job's Python),
-    at a third of JSON's cost for these lists of tuples."""
-    return pickle.dumps(doc, protocol=5)
-
-
-def advance(saved: bytes | None, events: Sequence[EventTuple], watermark_ms: int,
-            seed: Mapping[str, Any] | None = None) -> Advance:
-    """Apply a micro-batch's events (any order) to a driver's saved state; `seed` is its store record on first sight."""
-    if saved is not None:
-        doc = load_state(saved)
-        committed_bins = doc["c"]
-        pending: list[EventTuple] = doc["p"]
-        remembered: list[EventTuple] = doc["d"]
-        visible_bins = doc.get("v", committed_bins)
-    else:
-        committed_bins, pending, remembered, visible_bins = seed, [], [], seed
-    committed = _state(committed_bins)
-    pending = _promote(committed, pending, watermark_ms, remembered)  # first: lateness is judged at the watermark
-    # the committed state's latest event: the last one remembered (never forgotten), else a store record's time
-    last = remembered[-1] if remembered else (committed.event_ms, AFTER_ANY_ID)
-    known = {*pending, *remembered}
-    result = Advance(state=b"", latest_ms=-1, visible=None)
-    accepted: list[EventTuple] = []
+def advance(record: Mapping[str, Any] | None, events: Sequence[KafkaEvent], lateness_ms: int,
+            source: int) -> Advance:
+    """Fold a micro-batch's events of one driver (any order, all valid) onto the record read for it."""
+    result = Advance()
+    blob = None if record is None else record.get(STREAM_STATE_BIN)
+    state = None if blob is None else StreamState.decode(blob)
+    offsets = dict(state.offsets) if state is not None and state.source == source else {}
+    fresh: list[tuple[int, EventTuple]] = []
     for position, event in enumerate(events):
-        if event in known:
+        if event.offset <= offsets.get(event.partition, -1):
+            result.replayed += 1
+        else:
+            fresh.append((position, event.fold))
+    if not fresh:
+        return result
+    for event in events:
+        offsets[event.partition] = max(event.offset, offsets.get(event.partition, -1))
+
+    seeded = record is not None and state is None  # final up to its `_event_ms`: what it covers is a duplicate
+    pending, last, recent = ([], None, []) if state is None else (state.pending, state.last, state.recent)
+    if last is not None:  # the time the driver's events are final up to
+        final_ms = last[0]
+    elif pending:
+        final_ms = DriverState.dumped_event_ms(state.committed)
+    else:
+        final_ms = -1 if record is None else int(record.get("_event_ms", -1))
+    bound = last if last is not None else (final_ms, AFTER_ANY_ID)
+    known = set(pending)
+    remembered = set(zip(recent[::2], recent[1::2], strict=True))
+    accepted: list[EventTuple] = []
+    for position, event in fresh:
+        if event in known or event == last or (event[0], digest(event)) in remembered:
             result.duplicates += 1
-        elif not fold_before(last, event):
-            if saved is None:
+        elif not fold_before(bound, event):
+            if seeded:
                 result.duplicates += 1
             else:
-                result.late.append((position, late_reason(event[0], committed.event_ms, watermark_ms)))
+                latest = pending[-1][0] if pending else final_ms
+                result.late.append((position, late_reason(event[0], final_ms, latest, lateness_ms)))
         else:
             known.add(event)
             accepted.append(event)
-    if accepted:
-        accepted = fold_order(accepted)
-        if not pending or fold_before(pending[-1], accepted[0]):  # in order: continue the visible fold
-            visible = _state(visible_bins).apply_all(accepted)
-            pending += accepted
-        else:  # out of order within the watermark: refold pending from the committed state
-            pending = fold_order(pending + accepted)
-            visible = _state(committed.to_bins()).apply_all(pending)
-        visible_bins = result.visible = visible.to_bins()
-        result.accepted_ms = [e[0] for e in accepted]
-    pending = _promote(committed, pending, watermark_ms, remembered)
-    # the committed bins (None before any), the pending events, the remembered committed ones, and the visible bins
-    # when there are pending events
-    doc = {"c": committed.to_bins() if committed.event_ms >= 0 else None, "p": pending, "d": remembered}
-    if pending:
-        doc["v"] = visible_bins
-    result.state, result.latest_ms = dump_state(doc), latest_event_ms(doc)
+    if not accepted:
+        return result
+
+    accepted = fold_order(accepted)
+    in_order = not pending or fold_before(pending[-1], accepted[0])
+    merged = pending + accepted if in_order else fold_order(pending + accepted)
+    ready = _final_count(merged, lateness_ms)
+    if in_order and ready >= len(pending):  # the earlier pending events are all final now: continue the record
+        committed = DriverState() if record is None else DriverState.from_bins(record)
+        committed.apply_all(merged[len(pending) : ready])
+        visible = committed.copy().apply_all(merged[ready:]) if ready < len(merged) else committed
+    else:
+        committed = DriverState.load(state.committed)  # there were pending events
+        if in_order:  # continue the visible fold
+            visible = DriverState.from_bins(record).apply_all(accepted)
+        else:  # out of order within the lateness: refold pending from the committed fold
+            visible = committed.copy().apply_all(merged)
+        committed.apply_all(merged[:ready])
+    if ready:
+        _remember(merged[:ready], recent, committed.event_ms)
+        last = merged[ready - 1]
+    pending = merged[ready:]
+    new_state = StreamState(source, offsets, last, recent, pending, committed.dump() if pending else None)
+    result.record = {**visible.to_bins(), STREAM_STATE_BIN: new_state.encode()}
+    result.applied_ms = [event[0] for event in accepted]
     return result

@@ -1,48 +1,44 @@
-"""The Structured Streaming query: Kafka `trip-events` → parse → per-driver state → foreachBatch into the store."""
+"""The Structured Streaming query: Kafka `trip-events` → per-partition update of the drivers' store records
+(`streaming.update`, on the executors) → `foreachBatch` of the partitions' counts. Spark keeps only offsets: the
+store records are the drivers' state."""
 
 from __future__ import annotations
 
-import dataclasses
-import functools
+import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from py4j.protocol import Py4JError
 from pyspark.errors import StreamingQueryException
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from featurestore import open_store
+from featurestore import open_store, store_settings
 from runtime.config import ENV_PREFIX, Settings, out_of_range
 from runtime.kafka_clients import spark_kafka_options
-from runtime.retry import Interrupted, gave_up_in
+from runtime.retry import gave_up_in
 from runtime.spark import spark_session
-from streaming.checkpoint import state_buckets
 from streaming.metrics import StreamMetrics
-from streaming.parse import PARSED_SCHEMA, RAW_COLUMNS, parse_batches
-from streaming.sink import BatchSink, Sink
-from streaming.stateful import OUTPUT_SCHEMA, BucketProcessor
+from streaming.parse import RAW_COLUMNS
+from streaming.sink import BatchSink, StatsSink
+from streaming.source_lag import SourceLag, checkpoint_offsets
+from streaming.update import STATS_DDL, update_partitions
+from streaming.upgrade import retire_spark_state
 
 log = logging.getLogger(__name__)
-ROCKSDB = "org.apache.spark.sql.execution.streaming.state.RocksDBStateStoreProvider"
 POLL_S = 0.5
-STOP_GRACE_S = 2.0
+STOP_GRACE_S = 5.0
 """On SIGTERM a running batch gets this long to finish; after that it is interrupted (and replayed on restart)."""
-EVENT_TIME = "event_time"
-"""The watermarked timestamp column (event time, UTC), dropped before the state operator: `transformWithState`
-filters out input older than the watermark when it sees the column, and our late-event policy
-(`driver_state.py`) must see every event. The update function reads the time packed in `event`."""
 FETCH_MAX_WAIT_MS = 50
 """The Kafka source's `fetch.max.wait.ms` (Kafka's default 500): a task's consumer leaves a fetch waiting at the end
 of the log, and the next task's fetch waits for it; with the default, the first batch after a pause in the events
 took 0.5 s longer per partition read."""
 LAUNCH_CONF = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1"}
 """For a JVM the job launches itself: C1 only. Spark's per-batch and per-task code runs a few times a batch, and
-C2's compiling of it on 2 cores cost more than it saved (lag ratio at 5,000 events/s: 1.92–2.04 with C2, 1.42 with
-C1 only; streaming/README.md, Levers measured)."""
+C2's compiling of it on 2 cores cost more than it saved (streaming/README.md, Levers measured)."""
 
 
 class BadOption(ValueError):
@@ -50,9 +46,8 @@ class BadOption(ValueError):
 
 
 OPTION_SETTINGS = {"max_offsets_per_trigger": "stream_max_offsets", "trigger_ms": "stream_trigger_ms",
-                    "watermark_s": "stream_watermark_s", "partitions": "stream_partitions",
-                    "state_buckets": "stream_state_buckets", "state_idle_s": "stream_state_idle_s",
-                    "write_batch": "stream_write_batch", "metrics_port": "stream_metrics_port"}
+                   "lateness_s": "stream_lateness_s", "partitions": "stream_partitions",
+                   "metrics_port": "stream_metrics_port"}
 """The options a flag sets (`--max-offsets-per-trigger`...) and the setting each defaults to, whose range it has."""
 
 
@@ -66,11 +61,8 @@ class StreamOptions:
     max_offsets_per_trigger: int
     trigger_ms: int
     available_now: bool
-    watermark_s: float
+    lateness_s: float  # a driver's events are final once this far behind its latest (`driver_state`)
     partitions: int
-    state_buckets: int | None  # None until `with_layout`: the checkpoint's count, or the default for a new one
-    state_idle_s: float  # a driver's state is dropped once its latest event is this far behind the watermark
-    write_batch: int
     metrics_port: int
     spark_conf: tuple[tuple[str, str], ...] = ()  # Spark settings over `stream_conf` (`--conf key=value`)
 
@@ -89,11 +81,8 @@ class StreamOptions:
             "max_offsets_per_trigger": settings.stream_max_offsets,
             "trigger_ms": settings.stream_trigger_ms,
             "available_now": False,
-            "watermark_s": settings.stream_watermark_s,
+            "lateness_s": settings.stream_lateness_s,
             "partitions": settings.stream_partitions,
-            "state_buckets": settings.stream_state_buckets,
-            "state_idle_s": settings.stream_state_idle_s,
-            "write_batch": settings.stream_write_batch,
             "metrics_port": settings.stream_metrics_port,
         }
         options.update({k: v for k, v in overrides.items() if v is not None})
@@ -101,28 +90,17 @@ class StreamOptions:
 
 
 def stream_conf(options: StreamOptions) -> dict[str, str]:
-    """Spark SQL settings of the query, then `options.spark_conf`; state partitioning and provider are fixed by
-    the first checkpoint."""
+    """Spark SQL settings of the query, then `options.spark_conf`."""
     return {
-        "spark.sql.shuffle.partitions": str(options.partitions),
-        "spark.sql.streaming.stateStore.providerClass": ROCKSDB,
-        "spark.sql.streaming.stateStore.rocksdb.changelogCheckpointing.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": "20000",
-        # No batch only to move the watermark: no timers, nothing to evict, and each costs the fixed ~1 s
-        "spark.sql.streaming.noDataMicroBatches.enabled": "false",
-        "spark.sql.session.timeZone": "UTC",  # event times reach the update function as naive UTC
+        "spark.sql.session.timeZone": "UTC",
         **dict(options.spark_conf),
     }
 
 
-def with_layout(options: StreamOptions) -> StreamOptions:
-    """`options` with the bucket count of their checkpoint (`checkpoint.state_buckets`), recorded in a new one."""
-    return dataclasses.replace(options, state_buckets=state_buckets(options.checkpoint, options.state_buckets))
-
-
-def parsed_stream(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
-    """Stage 1 on the Kafka source: every record decoded and validated (`PARSED_SCHEMA`) in `partitions` tasks."""
-    raw = (
+def raw_stream(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
+    """The Kafka source's records (`RAW_COLUMNS`), its partitions coalesced to `partitions` tasks."""
+    return (
         spark.readStream.format("kafka")
         .options(**spark_kafka_options(settings))
         .option("subscribe", options.topic)
@@ -130,23 +108,15 @@ def parsed_stream(spark: SparkSession, settings: Settings, options: StreamOption
         .option("maxOffsetsPerTrigger", options.max_offsets_per_trigger)
         .option("kafka.fetch.max.wait.ms", FETCH_MAX_WAIT_MS)
         .load()
+        .select(*RAW_COLUMNS)
+        .coalesce(options.partitions)
     )
-    parse = functools.partial(parse_batches, buckets=options.state_buckets)
-    return raw.select(*RAW_COLUMNS).coalesce(options.partitions).mapInArrow(parse, PARSED_SCHEMA)
 
 
 def build_stream(spark: SparkSession, settings: Settings, options: StreamOptions) -> DataFrame:
-    """The streaming DataFrame of per-driver outputs (records, dead letters, duplicate counts)."""
-    watermarked = (
-        parsed_stream(spark, settings, options).select(
-            "bucket",
-            F.timestamp_millis("ts_ms").alias(EVENT_TIME),  # capped at the clock by the parse stage
-            "events")
-        .withWatermark(EVENT_TIME, f"{int(options.watermark_s * 1000)} milliseconds")
-        .drop(EVENT_TIME)  # the operator would drop rows older than the watermark unseen: the late policy is ours
-    )
-    processor = BucketProcessor(settings, options.topic, int(options.state_idle_s * 1000))
-    return watermarked.groupBy("bucket").transformWithState(processor, OUTPUT_SCHEMA, "Update", "EventTime")
+    """The streaming DataFrame of each partition's update counts (`update.STATS_DDL`); the update writes the store."""
+    update = update_partitions(store_settings(settings), options.topic, round(options.lateness_s * 1000))
+    return raw_stream(spark, settings, options).mapInArrow(update, STATS_DDL)
 
 
 def job_session(settings: Settings, options: StreamOptions, app_name: str) -> SparkSession:
@@ -170,7 +140,7 @@ def start(frame: DataFrame, options: StreamOptions, sink: BatchSink) -> Streamin
     """Start the query of `frame`, writing each micro-batch through `sink`."""
     options.checkpoint.mkdir(parents=True, exist_ok=True)
     writer = (
-        frame.writeStream.outputMode("update")
+        frame.writeStream.outputMode("append")
         .foreachBatch(sink)
         .option("checkpointLocation", str(options.checkpoint.resolve()))
         .queryName(f"tripscore-stream-{options.topic}")
@@ -183,10 +153,13 @@ def start(frame: DataFrame, options: StreamOptions, sink: BatchSink) -> Streamin
 
 
 def stop_between_batches(query: StreamingQuery, timeout_s: float = STOP_GRACE_S) -> None:
-    """Stop the query once no batch is running (or after `timeout_s`; an interrupted batch is replayed)."""
+    """Stop the query once no batch is running, or after `timeout_s` (the batch is interrupted, and replayed on
+    restart: one INFO line says so)."""
     deadline = time.monotonic() + timeout_s
-    while query.isActive and query.status["isTriggerActive"] and time.monotonic() < deadline:
+    while (running := query.isActive and query.status["isTriggerActive"]) and time.monotonic() < deadline:
         time.sleep(0.02)
+    if running:
+        log.info("the batch in flight was interrupted by the stop; it will be replayed on restart")
     query.stop()
 
 
@@ -209,11 +182,12 @@ def run(spark: SparkSession, settings: Settings, options: StreamOptions,
         stop: threading.Event | None = None) -> StreamMetrics:
     """Run until the query ends (AvailableNow) or `stop` is set; raises the query's failure (`GaveUp` when a
     dependency stayed down past the give-up time)."""
-    settings = settings.with_overrides(sqlite_path=settings.sqlite_file.resolve())  # executors open it too
+    settings = store_settings(settings)  # the executors open the store too
     open_store(settings)  # fail fast, and create a new SQLite file before executors race to
-    options = with_layout(options)
-    metrics = StreamMetrics(options.metrics_port, settings.web_bind)
-    sink = Sink(settings, options.write_batch, metrics.observe_sink, stop)
+    retire_spark_state(options.checkpoint)
+    lag = SourceLag(settings, options.topic, checkpoint_offsets(options.checkpoint, options.topic))
+    metrics = StreamMetrics(options.metrics_port, settings.web_bind, lag if options.metrics_port else None)
+    sink = StatsSink(metrics.observe_sink)
     session = stream_session(spark, options)
     log.info("streaming %s → %s store, checkpoint %s", options.topic, settings.store, options.checkpoint)
     return drive(build_stream(session, settings, options), options, sink, metrics, stop)
@@ -229,18 +203,20 @@ def drive(frame: DataFrame, options: StreamOptions, sink: BatchSink, metrics: St
         while not query.awaitTermination(POLL_S):
             seen = report_progress(query, metrics, seen)
             if stop is not None and stop.is_set():
-                log.info("stopping after the current batch")
+                log.info("stopping after the current batch (at most %.0f s)", STOP_GRACE_S)
                 stop_between_batches(query)
         report_progress(query, metrics, seen)
-    except StreamingQueryException as exc:
-        if isinstance(sink.failure, Interrupted):  # a shutdown cut a retrying batch short: it is replayed later
+    except (StreamingQueryException, Py4JError, ConnectionError) as exc:
+        if stop is not None and stop.is_set():  # the JVM went first (a signal to every process of the service)
+            log.info("Spark stopped with the service; a batch in flight will be replayed on restart")
             return metrics
         if gave_up := gave_up_in(exc):  # in the sink or on an executor: one clear line, not Spark's traceback
             raise gave_up from None
         raise
     finally:
-        if query.isActive:
-            query.stop()
+        with contextlib.suppress(Py4JError, ConnectionError):  # a JVM gone already has no query to stop
+            if query.isActive:
+                query.stop()
         sink.close()
         metrics.close()
     return metrics

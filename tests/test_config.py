@@ -15,23 +15,22 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from runtime.config import BOUNDS, ENV_PREFIX, Bound, Settings, SettingsError, out_of_range
+from runtime.config import BOUNDS, ENV_PREFIX, Bound, Settings, SettingsError, out_of_range, retired_settings
 from runtime.processes import settings_env
 from streaming.job import OPTION_SETTINGS, BadOption, StreamOptions
 from tripscore.cli import main
 
 ENV_TEXT = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=20)
 """What an environment variable can hold."""
-PARSED = {f.name: f.type for f in fields(Settings) if f.type in ("int", "float", "bool", "int | None")}
+PARSED = {f.name: f.type for f in fields(Settings) if f.type in ("int", "float", "bool")}
 BIG = 10**12
 
 
 def _in_range(kind: str, bound: Bound | None) -> st.SearchStrategy[Any]:
     """Values of a setting of type `kind` within `bound` (any, unbounded)."""
     low, high, open_low = bound or (-BIG, None, False)
-    if kind.startswith("int"):
-        values = st.integers(math.floor(low) + 1 if open_low else math.ceil(low), BIG if high is None else int(high))
-        return st.none() | values if kind == "int | None" else values
+    if kind == "int":
+        return st.integers(math.floor(low) + 1 if open_low else math.ceil(low), BIG if high is None else int(high))
     return st.floats(low, BIG if high is None else high, exclude_min=open_low)
 
 
@@ -44,7 +43,7 @@ VALUES = {
 
 
 def _values(name: str, kind: str) -> st.SearchStrategy[Any]:
-    return _in_range(kind, BOUNDS.get(name)) if kind in ("int", "float", "int | None") else VALUES[kind]
+    return _in_range(kind, BOUNDS.get(name)) if kind in ("int", "float") else VALUES[kind]
 
 
 def _settings_under(env: dict[str, str]) -> Settings:
@@ -53,8 +52,8 @@ def _settings_under(env: dict[str, str]) -> Settings:
 
 
 def test_every_field_has_a_value_strategy_and_every_number_a_range() -> None:
-    assert {f.type for f in fields(Settings)} <= set(VALUES) | {"int", "float", "int | None"}
-    assert set(PARSED.values()) == {"int", "float", "bool", "int | None"}
+    assert {f.type for f in fields(Settings)} <= set(VALUES) | {"int", "float"}
+    assert set(PARSED.values()) == {"int", "float", "bool"}
     assert set(BOUNDS) == {name for name, kind in PARSED.items() if kind != "bool"}
 
 
@@ -71,8 +70,7 @@ def test_settings_written_for_a_child_process_read_back_the_same(values: dict[st
 @example("verbose", "maybe")
 @example("kafka_partitions", "4.0")
 @example("store_deadline_ms", "nan")
-@example("stream_state_buckets", "")
-@example("stream_state_buckets", "0")
+@example("stream_lateness_s", "-0.5")
 @example("scorer_web_port", "65536")
 @example("store_deadline_ms", "0")
 def test_a_parsed_setting_is_its_type_in_its_range_or_refused_naming_the_variable(name: str, text: str) -> None:
@@ -91,8 +89,6 @@ def test_a_parsed_setting_is_its_type_in_its_range_or_refused_naming_the_variabl
         assert value is (text.strip().lower() in ("1", "true", "yes", "on"))
     elif kind == "float":
         assert type(value) is float and value == float(text) and value - value == 0.0
-    elif kind == "int | None" and not text:
-        assert value is None
     else:
         assert type(value) is int and value == int(text)
 
@@ -125,3 +121,10 @@ def test_a_stream_flag_out_of_its_settings_range_is_refused_naming_both(option: 
         StreamOptions.from_settings(Settings(), **{option: below})
     flag = "--" + option.replace("_", "-")
     assert str(refused.value) == f"{flag} ({ENV_PREFIX}{setting.upper()}) {out_of_range(setting, below)}"
+
+
+def test_a_retired_setting_that_is_set_gets_one_line_naming_its_replacement(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRIPSCORE_STREAM_WATERMARK_S", "10")
+    monkeypatch.delenv("TRIPSCORE_STREAM_STATE_BUCKETS", raising=False)
+    assert retired_settings() == ["TRIPSCORE_STREAM_WATERMARK_S is no longer read: lateness is judged per driver "
+                                  "now: set TRIPSCORE_STREAM_LATENESS_S"]

@@ -1,7 +1,7 @@
 """SPEC §3/§7: an exact duplicate is applied once by every path, and events that reuse an id are applied alike.
 
 Properties (hypothesis) over the streaming state (`streaming.driver_state.advance`, random micro-batches and
-watermarks) against the batch folds (backfill's `driver_record`, the point-in-time `driver_examples`); then one
+allowed lateness) against the batch folds (backfill's `driver_record`, the point-in-time `driver_examples`); then one
 log with repeated event ids through real Spark (backfill, materialize) and a real streaming query.
 """
 
@@ -13,6 +13,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from driver_feed import fed
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -26,7 +27,7 @@ from featurestore import open_store
 from runtime.config import load_settings
 from schemas.features import MODEL_FEATURES
 from schemas.messages import EVENT_TYPES
-from streaming.driver_state import DUPLICATE_HORIZON_MS, DUPLICATE_MEMORY, advance
+from streaming.driver_state import DUPLICATE_HORIZON_MS, DUPLICATE_MEMORY
 
 MIN = 60_000
 T0 = 1_717_401_600_000  # 2024-06-03T08:00Z
@@ -61,19 +62,14 @@ def split(draw: st.DrawFn, events: list) -> list[list]:
     return batches
 
 
-def stream(batches: list[list[EventTuple]], delay_ms: int) -> tuple[dict | None, list, int]:
-    """Feed batches like Spark: a batch's watermark is the max event time of the earlier ones minus the delay."""
-    saved, visible, max_seen, late, duplicates = None, None, 0, [], 0
-    for batch in batches:
-        result = advance(saved, batch, max_seen - delay_ms)
-        saved, late, duplicates = result.state, late + result.late, duplicates + result.duplicates
-        visible = result.visible or visible
-        max_seen = max([max_seen] + [e[0] for e in batch])
-    return visible, late, duplicates
+def stream(batches: list[list[EventTuple]], lateness_ms: int) -> tuple[dict | None, list, int]:
+    """Feed batches as the stream does: (the visible record, the late events, the duplicates)."""
+    driver = fed(batches, lateness_ms)
+    return driver.visible, driver.late, driver.duplicates
 
 
 def no_late_delay(batches: list[list[EventTuple]]) -> int:
-    """The smallest watermark delay under which no event arrives at or behind its batch's watermark."""
+    """The smallest allowed lateness under which no event arrives as far behind the driver's latest event."""
     delay, max_seen = 0, None
     for batch in batches:
         if max_seen is not None:
@@ -104,7 +100,7 @@ def test_repeated_ids_in_any_order_fold_like_the_batch_paths(data: st.DataObject
 
 @settings(max_examples=200, deadline=None)
 @given(data=st.data())
-def test_duplicates_after_the_watermark_are_duplicates_not_late(data: st.DataObject) -> None:
+def test_duplicates_of_final_events_are_duplicates_not_late(data: st.DataObject) -> None:
     log = fold_order(data.draw(logs_with_repeated_ids()))
     batches = split(data.draw, log)  # in order: nothing is late
     copies = data.draw(st.integers(1, 10))
@@ -123,15 +119,15 @@ def test_the_fold_order_and_the_copy_kept_do_not_depend_on_input_order(log, extr
     assert fold_order(data.draw(st.permutations(events))) == fold_order(events)
 
 
-def test_the_memory_of_committed_events_is_bounded() -> None:
+def test_the_memory_of_final_events_is_bounded() -> None:
     events = [(T0 + i * 10_000, f"e{i:03d}", "trip_completed", None) for i in range(DUPLICATE_MEMORY + 2)]
-    state = advance(None, events, watermark_ms=events[-1][0]).state  # all committed: the count bound forgets two
-    result = advance(state, [events[0], events[2]], watermark_ms=events[-1][0])
-    assert ([position for position, _ in result.late], result.duplicates, result.visible) == ([0], 1, None)
+    driver = fed([events], lateness_ms=0)  # all final: the count bound forgets two
+    result = driver.feed([events[0], events[2]], lateness_ms=0)
+    assert ([position for position, _ in result.late], result.duplicates, result.record) == ([0], 1, None)
     later = (events[-1][0] + DUPLICATE_HORIZON_MS + 1, "x", "shift_ended", None)
-    state = advance(result.state, [later], watermark_ms=later[0]).state  # the horizon forgets all before `later`
-    result = advance(state, [events[-1], later], watermark_ms=later[0])
-    assert ([position for position, _ in result.late], result.duplicates, result.visible) == ([0], 1, None)
+    driver.feed([later], lateness_ms=0)  # the horizon forgets all before `later`
+    result = driver.feed([events[-1], later], lateness_ms=0)
+    assert ([position for position, _ in result.late], result.duplicates, result.record) == ([0], 1, None)
 
 
 # ---- one log with repeated event ids through real Spark and a real streaming query --------------------------------
@@ -150,7 +146,7 @@ SCRIPT = [  # (minute, event id, type, trip, rating)
     (50, "c3", "trip_completed", "t3", None),
 ]
 REPEATS = [  # streamed after the script
-    (1, "o1", "trip_offered", "t1", None),  # exact duplicates: of committed events (not late), of a pending one
+    (1, "o1", "trip_offered", "t1", None),  # exact duplicates: of final events (not late), of a pending one
     (2, "a1", "offer_accepted", "t1", None),
     (21, "r1", "trip_rated", "t1", 4.0),
     (50, "c3", "trip_completed", "t3", None),

@@ -49,8 +49,8 @@ from schemas.messages import (
     guarded,
 )
 from scorer.service import Incoming, Origin, Scorer
-from streaming.driver_state import advance
-from streaming.parse import INVALID_KEY, RAW_COLUMNS, bucket_of, parse_batches, unpack
+from streaming.driver_state import advance, source_tag
+from streaming.parse import RAW_COLUMNS, KafkaEvent, event_times, parse
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
@@ -62,7 +62,6 @@ BEFORE_1970 = b'{"event_id": "e", "event_type": "shift_started", "ts": "1969-12-
 KNOWN_DRIVERS = 5
 FRESH_MS = int(time.time() * 1000)
 HUGE_ORIGINAL = b'{"event_id": "' + b"x" * 2_000_000 + b'"}'
-PARSE_BUCKETS = 3  # few buckets: several drivers share one
 
 
 def _fold_tuple(event: dict) -> tuple:
@@ -216,45 +215,34 @@ def test_the_fast_path_takes_valid_ascii_messages(event: dict, request: dict) ->
 def test_a_valid_trip_event_is_applied_to_a_new_driver(message: dict) -> None:
     event, problems = decode_trip_event(json.dumps(message).encode())
     assert problems == []
-    result = advance(None, [_fold_tuple(event)], watermark_ms=-1)
-    assert result.visible is not None and result.visible["_n_events"] == 1 and not result.late
+    result = advance(None, [KafkaEvent(_fold_tuple(event), 0, 0, None, b"")], 10_000, source_tag("trip-events"))
+    assert result.record is not None and result.record["_n_events"] == 1 and not result.late
 
 
 @FUZZ
 @given(st.lists(raw_messages(trip_event_values()), min_size=1, max_size=8))
 @example([NESTED, LONE_SURROGATE_ID, None])
-def test_parse_stage_packs_every_record_under_its_driver_and_bucket(raws: list[bytes | None]) -> None:
+def test_parse_stage_sorts_every_record_under_its_driver_or_as_invalid(raws: list[bytes | None]) -> None:
     batch = pa.RecordBatch.from_arrays(
         [pa.array([b"k"] * len(raws), pa.binary()), pa.array(raws, pa.binary()),
          pa.array([0] * len(raws), pa.int32()), pa.array(range(len(raws)), pa.int64())],
         names=list(RAW_COLUMNS))
-    before_ms = time.time_ns() // 1_000_000
-    out = pa.Table.from_batches(list(parse_batches(iter([batch]), buckets=PARSE_BUCKETS))).to_pylist()
-    after_ms = time.time_ns() // 1_000_000
-    assert len({row["bucket"] for row in out}) == len(out)
-    packed = {}
-    for row in out:
-        by_driver = unpack(row["events"])
-        assert all(bucket_of(driver_id, PARSE_BUCKETS) == row["bucket"] for driver_id in by_driver)
-        events = [e for driver_events in by_driver.values() for e in driver_events]
-        assert sorted(row["event_ms"], key=str) == sorted((None if e.fold is None else e.fold[0] for e in events),
-                                                          key=str)
-        latest = max((t for t in row["event_ms"] if t is not None), default=None)
-        if latest is None or latest <= before_ms:
-            assert row["ts_ms"] == latest
-        else:  # ahead of the clock: capped at it, for the watermark
-            assert before_ms <= row["ts_ms"] <= min(latest, after_ms)
-        packed.update(by_driver)
-    assert sorted(e.offset for events in packed.values() for e in events) == list(range(len(raws)))
-    for events in packed.values():
+    parsed = parse(iter([batch]))
+    times = pa.Table.from_batches(list(event_times(iter([batch])))).column("event_ms").to_pylist()
+    assert parsed.records == len(raws)
+    by_offset = {e.offset: (driver_id, e) for driver_id, events in parsed.by_driver.items() for e in events}
+    invalid = {e.offset: problems for e, problems in parsed.invalid}
+    assert sorted([*by_offset, *invalid]) == list(range(len(raws)))
+    for events in parsed.by_driver.values():
         assert [e.offset for e in events] == sorted(e.offset for e in events)  # Kafka order within a driver
     for offset, raw in enumerate(raws):
-        event = decode_trip_event(raw)[0]
-        packed_event = next(e for events in packed.values() for e in events if e.offset == offset)
-        driver_id = next(d for d, events in packed.items() if packed_event in events)
-        assert (driver_id == INVALID_KEY) == (packed_event.fold is None) == (event is None)
-        assert event is None or driver_id == event["driver_id"]
-        assert packed_event.value == (raw or b"")
+        event, problems = decode_trip_event(raw)
+        if event is None:
+            assert invalid[offset] == problems and problems and times[offset] is None
+            continue
+        driver_id, parsed_event = by_offset[offset]
+        assert (driver_id, parsed_event.fold, parsed_event.value) == (event["driver_id"], _fold_tuple(event), raw)
+        assert times[offset] == event["ts_ms"]
 
 
 @pytest.fixture(scope="module")

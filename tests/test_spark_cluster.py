@@ -26,7 +26,7 @@ from featurestore import open_store
 from runtime.config import Settings, load_settings
 from runtime.jars import jar_files
 from runtime.processes import free_port, http_get, settings_env
-from schemas.features import BIN_NAMES
+from schemas.features import FOLD_BINS
 from streaming.job import StreamOptions, run
 
 pytestmark = [pytest.mark.cluster, pytest.mark.kafka, pytest.mark.spark]
@@ -122,9 +122,7 @@ def _submit(master: str, code: tuple[Path, Path], settings: Settings, cwd: Path,
     env = {**settings_env({"kafka_bootstrap": settings.kafka_bootstrap, "sqlite_path": settings.sqlite_file,
                            "topic_trip_events": settings.topic_trip_events,
                            "topic_trip_events_dlq": settings.topic_trip_events_dlq, "home": cwd}),
-           "PYSPARK_PYTHON": str(python), "SPARK_LOCAL_IP": "127.0.0.1",
-           # the driver-side Python runner of transformWithState does not get --py-files: it reads PYTHONPATH
-           "PYTHONPATH": str(archive)}
+           "PYSPARK_PYTHON": str(python), "SPARK_LOCAL_IP": "127.0.0.1"}
     env.pop("TRIPSCORE_JARS_DIR", None)
     log = cwd / f"submit-{command[0]}.log"
     job = _launch([str(SPARK_SUBMIT), "--master", master, "--jars", jars, "--py-files", str(archive),
@@ -142,8 +140,7 @@ def _submit(master: str, code: tuple[Path, Path], settings: Settings, cwd: Path,
 
 
 def _records(settings: Settings, ids: list[str]) -> dict[str, dict | None]:
-    rows = open_store(settings).read(ids, BIN_NAMES)
-    return {row.entity_id: row.bins and {k: v for k, v in row.bins.items() if k != "_updated_ms"} for row in rows}
+    return {row.entity_id: row.bins for row in open_store(settings).read(ids, FOLD_BINS)}
 
 
 def test_backfill_and_stream_on_a_standalone_cluster_equal_local_mode(spark, spark_master, shipped_code,

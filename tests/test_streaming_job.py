@@ -35,11 +35,9 @@ from runtime.config import Settings, load_settings
 from runtime.kafka_clients import producer_options
 from runtime.processes import ServiceProcess
 from runtime.retry import GaveUp
-from schemas.features import BIN_NAMES
+from schemas.features import FOLD_BINS
 from schemas.messages import decode_trip_event, encode
-from streaming.checkpoint import DEFAULT_BUCKETS
 from streaming.job import StreamOptions, run
-from streaming.parse import bucket_of
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -79,16 +77,15 @@ def produce(settings: Settings, messages: list[dict | tuple[bytes, bytes]]) -> N
         raw.close()
 
 
-def stream(spark, settings: Settings, tmp_path: Path, max_offsets: int, state_idle_s: float | None = None):
+def stream(spark, settings: Settings, tmp_path: Path, max_offsets: int, lateness_s: float | None = None):
     options = StreamOptions.from_settings(settings, checkpoint=tmp_path / "checkpoint", available_now=True,
-                                          metrics_port=0, max_offsets_per_trigger=max_offsets,
-                                          state_idle_s=state_idle_s)
+                                          metrics_port=0, max_offsets_per_trigger=max_offsets, lateness_s=lateness_s)
     return run(spark, settings, options)
 
 
 def records(settings: Settings, ids: list[str]) -> dict[str, dict | None]:
-    rows = open_store(settings).read(ids, BIN_NAMES)
-    return {row.entity_id: row.bins and {k: v for k, v in row.bins.items() if k != "_updated_ms"} for row in rows}
+    """The fold bins of each driver's record (None: no record)."""
+    return {row.entity_id: row.bins for row in open_store(settings).read(ids, FOLD_BINS)}
 
 
 def dead_letters(settings: Settings, expected: int) -> list[tuple[bytes, dict]]:
@@ -161,7 +158,7 @@ def test_malformed_and_late_events_go_to_the_dlq_and_valid_ones_land(spark, sett
     bad_type = encode(event("c-bad", "trip_offered", "2024-06-03T08:06:00Z", c, "t9") | {"surge_multiplier": "x"})
     late = event("c-late", "offer_declined", "2024-06-03T08:01:30Z", c, "t1")
     produce(settings, [
-        # batch 0: the watermark ends at 08:20 - 10 s, so the state is committed up to 08:02
+        # batch 0: the driver's latest event is 08:20, so with 10 s of lateness its events are final up to 08:02
         event("c1", "shift_started", "2024-06-03T08:00:00Z", c),
         event("c2", "trip_offered", "2024-06-03T08:01:00Z", c, "t1"),
         event("c3", "offer_accepted", "2024-06-03T08:02:00Z", c, "t1"),
@@ -171,8 +168,7 @@ def test_malformed_and_late_events_go_to_the_dlq_and_valid_ones_land(spark, sett
         (c.encode(), missing_id),
         (b"k-bad", bad_type),
         late,
-        # batch 2: valid events after them still land, one out of order but after the watermark (invalid records
-        # have no event time: they must not move the watermark)
+        # batch 2: valid events after them still land, one out of order but after the final ones
         event("c5", "trip_rated", "2024-06-03T08:22:00Z", c, "t1", rating=5),
         event("c6", "trip_offered", "2024-06-03T08:19:55Z", c, "t2"),
     ])
@@ -187,7 +183,9 @@ def test_malformed_and_late_events_go_to_the_dlq_and_valid_ones_land(spark, sett
     assert errors[0].startswith("<message>: not valid JSON")
     assert errors[1] == "event_id: is required"
     assert errors[2].startswith("surge_multiplier: expected a number")
-    assert errors[3].startswith("ts: late event, older than the watermark (event time 2024-06-03T08:01:30.000Z")
+    assert errors[3] == ("ts: late event, older than the driver's allowed lateness (event time "
+                         "2024-06-03T08:01:30.000Z; the driver's events are final up to 2024-06-03T08:02:00.000Z, "
+                         "its latest is 2024-06-03T08:20:00.000Z, lateness 10 s)")
     for (_, letter), raw in zip(letters, [b"{not json", missing_id, bad_type, encode(late)], strict=True):
         assert base64.b64decode(letter["original_b64"]) == raw
         assert (letter["stage"], letter["topic"], letter["partition"]) == ("stream", settings.topic_trip_events, 0)
@@ -197,7 +195,7 @@ def test_malformed_and_late_events_go_to_the_dlq_and_valid_ones_land(spark, sett
     assert sample("tripscore_stream_events_total", {"outcome": "in"}) == 10
 
 
-def test_out_of_order_within_the_watermark_equals_in_order(spark, settings, tmp_path, caplog):
+def test_out_of_order_within_the_lateness_equals_in_order(spark, settings, tmp_path, caplog):
     caplog.set_level(logging.DEBUG, logger="streaming")
     kinds = ["trip_offered", "offer_accepted", "trip_completed", "trip_rated", "trip_offered", "offer_declined"]
     start = ms("2024-06-03T12:00:00Z")
@@ -218,17 +216,17 @@ def test_out_of_order_within_the_watermark_equals_in_order(spark, settings, tmp_
     breakdowns = [json.loads(r.getMessage().split(" (ms) ", 1)[1]) for r in caplog.records if " breakdown " in r.msg]
     assert breakdowns, "debug logging prints a breakdown per batch"
     assert all(phases["total"] >= phases["execute"] > 0 for phases in breakdowns)
-    assert any(phases.get("python MapInArrow", 0) > 0 and phases.get("python TransformWithStateInPySpark", 0) > 0
-               for phases in breakdowns)
+    assert all({"parse", "read", "fold", "dlq", "write"} <= phases.keys() for phases in breakdowns)
+    assert all(phases["python MapInArrow"] > 0 for phases in breakdowns)
 
 
-def test_an_event_older_than_the_watermark_but_after_the_drivers_state_is_folded(spark, settings, tmp_path):
-    """Spark's operators may drop input older than the watermark before our update sees it; this one must not."""
+def test_another_drivers_later_events_make_no_event_late(spark, settings, tmp_path):
+    """Lateness is judged per driver: a driver an hour ahead in event time changes nothing for another."""
     produce(settings, [
         event("x1", "shift_started", "2024-06-03T08:00:00Z", "drv-x"),
-        event("y1", "shift_started", "2024-06-03T09:00:00Z", "drv-y"),  # the watermark moves to 08:59:50
+        event("y1", "shift_started", "2024-06-03T09:00:00Z", "drv-y"),
         event("y2", "shift_ended", "2024-06-03T09:00:01Z", "drv-y"),
-        event("x2", "trip_offered", "2024-06-03T08:30:00Z", "drv-x", "t1"),  # after x1: not late, folded
+        event("x2", "trip_offered", "2024-06-03T08:30:00Z", "drv-x", "t1"),  # after x1: folded
     ])
     metrics = stream(spark, settings, tmp_path, max_offsets=1)
     assert records(settings, ["drv-x"])["drv-x"]["_n_events"] == 2
@@ -236,9 +234,9 @@ def test_an_event_older_than_the_watermark_but_after_the_drivers_state_is_folded
 
 
 def test_an_event_time_far_in_the_future_makes_no_other_event_late(spark, settings, tmp_path):
-    """A device whose clock is 10 years ahead: its event is folded for its driver, but the watermark stays behind
-    the batch's clock, so another driver's event 2 s out of order is still folded in its place."""
-    soon = int(time.time() * 1000) + 120_000  # live events a little ahead of the clock: never behind the watermark
+    """A device whose clock is 10 years ahead: its event is folded for its driver; another driver's event 2 s out of
+    order is still folded in its place."""
+    soon = int(time.time() * 1000) + 120_000
     produce(settings, [
         event("f1", "shift_started", soon + 10 * 365 * 86_400_000, "drv-ahead"),
         event("z1", "shift_started", soon, "drv-z"),
@@ -251,27 +249,22 @@ def test_an_event_time_far_in_the_future_makes_no_other_event_late(spark, settin
     assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "late"}) == 0
 
 
-def test_an_idle_driver_leaves_spark_state_and_resumes_from_its_store_record(spark, settings, tmp_path):
-    """With `--state-idle-s 3600`, a driver an hour behind the watermark is dropped when its bucket is next touched;
-    its next events start from its store record, and an old one that record covers is a duplicate."""
-    idle = "drv-idle"
-    bucket = bucket_of(idle, DEFAULT_BUCKETS)
-    busy = next(d for i in itertools.count() if bucket_of(d := f"drv-busy-{i}", DEFAULT_BUCKETS) == bucket)
+def test_a_backfilled_record_is_continued_and_what_it_covers_is_a_duplicate(spark, settings, tmp_path):
+    """A record without stream state (the backfill's) is final up to its `_event_ms`: an older event is a duplicate,
+    not late, and newer ones continue its fold."""
+    driver = "drv-backfilled"
     script = [
-        event("i1", "shift_started", "2024-06-03T08:00:00Z", idle),
-        event("i2", "trip_offered", "2024-06-03T08:01:00Z", idle, "t1"),
-        event("b1", "shift_started", "2024-06-03T09:30:00Z", busy),  # the watermark moves to 09:29:50 ...
-        event("b2", "trip_offered", "2024-06-03T09:31:00Z", busy, "t2"),  # ... and this touches the bucket
-        event("i0", "trip_offered", "2024-06-03T08:00:30Z", idle, "t0"),  # covered by the record: a duplicate
-        event("i3", "offer_accepted", "2024-06-03T09:32:00Z", idle, "t1"),
+        event("i1", "shift_started", "2024-06-03T08:00:00Z", driver),
+        event("i2", "trip_offered", "2024-06-03T08:01:00Z", driver, "t1"),
+        event("i0", "trip_offered", "2024-06-03T08:00:30Z", driver, "t0"),  # covered by the record
+        event("i3", "offer_accepted", "2024-06-03T08:02:00Z", driver, "t1"),
     ]
-    produce(settings, script)
-    metrics = stream(spark, settings, tmp_path, max_offsets=1, state_idle_s=3600)
-    tuples = [decode_trip_event(encode(m))[0] for m in script if m["event_id"] in ("i1", "i2", "i3")]
-    expected = fold([(e["ts_ms"], e["event_id"], e["event_type"], e["rating"]) for e in tuples]).to_bins()
-    assert records(settings, [idle])[idle] == expected
-    # dropped when the busy driver touches the bucket, and again after i0 brought it back without applying anything
-    assert metrics.registry.get_sample_value("tripscore_stream_states_evicted_total") == 2
+    tuples = [decode_trip_event(encode(m))[0] for m in script]
+    folds = {e["event_id"]: (e["ts_ms"], e["event_id"], e["event_type"], e["rating"]) for e in tuples}
+    open_store(settings).write([(driver, fold([folds["i1"], folds["i2"]]).to_bins())])
+    produce(settings, script[2:])
+    metrics = stream(spark, settings, tmp_path, max_offsets=1)
+    assert records(settings, [driver])[driver] == fold([folds["i1"], folds["i2"], folds["i3"]]).to_bins()
     assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "duplicate"}) == 1
     assert metrics.registry.get_sample_value("tripscore_stream_events_total", {"outcome": "late"}) == 0
 
@@ -365,7 +358,7 @@ def store_outage(request: pytest.FixtureRequest, settings: Settings) -> Iterator
     if request.param == "sqlite":
         yield settings, {"sqlite_path": settings.sqlite_file}, LockedSQLite(settings)
         return
-    hosts = request.getfixturevalue("aerospike_hosts")
+    hosts = request.getfixturevalue("aerospike_node")
     prefix = f"test-stream-{uuid.uuid4().hex[:6]}-"
     direct = settings.with_overrides(store="aerospike", aerospike_hosts=hosts, aerospike_set_prefix=prefix)
     with TcpProxy(parse_hosts(hosts)[0][:2]) as proxy:

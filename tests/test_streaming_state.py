@@ -1,11 +1,18 @@
-"""The per-driver streaming state (no Spark): pending/committed split, out-of-order refold, late and duplicates."""
+"""A driver's stream state in its record (no Spark, no store): final and pending events, out-of-order refold, late
+events, duplicates, replays and a backfilled record (`streaming.driver_state`)."""
 
 from __future__ import annotations
 
 import random
 
+import orjson
+import pytest
+from driver_feed import TOPIC, Fed, fed
+
 from features.fold import fold
-from streaming.driver_state import advance, load_state
+from schemas.features import STREAM_STATE_BIN
+from streaming.driver_state import StreamState, advance, source_tag
+from streaming.parse import KafkaEvent
 
 MIN = 60_000
 EVENTS = [
@@ -23,100 +30,134 @@ EVENTS = [
 ]
 
 
-def run_batches(batches, delay_ms=10 * MIN):
-    """Feed batches like Spark does: the watermark of a batch is the max event time of earlier ones minus delay."""
-    saved, visible, max_seen, late, dups = None, None, 0, [], 0
-    for batch in batches:
-        result = advance(saved, batch, max(0, max_seen - delay_ms))
-        saved, late, dups = result.state, late + result.late, dups + result.duplicates
-        visible = result.visible or visible
-        max_seen = max([max_seen] + [e[0] for e in batch])
-    return saved, visible, late, dups
-
-
 def test_in_order_batches_equal_the_fold():
-    _, visible, late, dups = run_batches([EVENTS[i : i + 3] for i in range(0, len(EVENTS), 3)])
-    assert visible == fold(EVENTS).to_bins()
-    assert (late, dups) == ([], 0)
+    driver = fed([EVENTS[i : i + 3] for i in range(0, len(EVENTS), 3)], lateness_ms=10 * MIN)
+    assert driver.visible == fold(EVENTS).to_bins()
+    assert (driver.late, driver.duplicates, driver.writes) == ([], 0, 4)
 
 
-def test_out_of_order_within_the_watermark_equals_in_order():
+def test_out_of_order_within_the_lateness_equals_in_order():
     rng = random.Random(3)
     shuffled = EVENTS[:]
-    for start in range(0, len(shuffled), 4):  # reorder inside blocks of 4 (at most 44 min apart, delay 60 min)
+    for start in range(0, len(shuffled), 4):  # reorder inside blocks of 4 (at most 44 min apart, lateness 60 min)
         block = shuffled[start : start + 4]
         rng.shuffle(block)
         shuffled[start : start + 4] = block
-    _, visible, late, dups = run_batches([shuffled[i : i + 2] for i in range(0, len(shuffled), 2)], 60 * MIN)
-    assert visible == fold(EVENTS).to_bins()
-    assert (late, dups) == ([], 0)
+    driver = fed([shuffled[i : i + 2] for i in range(0, len(shuffled), 2)], lateness_ms=60 * MIN)
+    assert driver.visible == fold(EVENTS).to_bins()
+    assert (driver.late, driver.duplicates) == ([], 0)
 
 
-def test_committed_state_only_holds_events_up_to_the_watermark():
-    result = advance(None, EVENTS, watermark_ms=25 * MIN)
-    doc = load_state(result.state)
-    assert doc["c"] == fold(EVENTS[:6]).to_bins() and doc["d"] == EVENTS[:6]
-    assert [e[1] for e in doc["p"]] == ["e06", "e07", "e08", "e09", "e10"]
-    assert doc["v"] == result.visible == fold(EVENTS).to_bins()
+def test_events_beyond_the_lateness_behind_the_latest_are_final():
+    driver = fed([EVENTS], lateness_ms=65 * MIN)  # latest 91 min: final up to 26 min
+    state = driver.state
+    assert state.committed == fold(EVENTS[:7]).dump() and state.last == EVENTS[6]
+    assert state.pending == EVENTS[7:] and state.offsets == {0: len(EVENTS) - 1} and state.source == TOPIC
+    assert len(state.recent) == 2 * 7
+    assert driver.visible == fold(EVENTS).to_bins()
 
 
-def test_an_event_the_committed_state_covers_is_late_and_changes_nothing():
-    first = advance(None, EVENTS[:8], watermark_ms=30 * MIN)
-    result = advance(first.state, [(10 * MIN, "x1", "offer_declined", None), EVENTS[8]], watermark_ms=30 * MIN)
+def test_with_no_lateness_every_event_is_final_and_nothing_is_kept_twice():
+    driver = fed([EVENTS[:4], EVENTS[4:]], lateness_ms=0)
+    state = driver.state
+    assert (state.pending, state.committed, state.last) == ([], None, EVENTS[-1])
+    assert driver.visible == fold(EVENTS).to_bins()
+
+
+def test_an_event_the_final_state_covers_is_late_and_changes_nothing():
+    driver = fed([EVENTS[:8]], lateness_ms=40 * MIN)  # latest 70 min: final up to 26 min (e06)
+    result = driver.feed([(10 * MIN, "x1", "offer_declined", None), EVENTS[8]], lateness_ms=40 * MIN)
     assert [position for position, _ in result.late] == [0]
-    reason = result.late[0][1]
-    assert reason.startswith("late event, older than the watermark (event time 1970-01-01T00:10:00.000Z")
-    assert "committed up to 1970-01-01T00:26:00.000Z" in reason
-    assert result.visible == fold(EVENTS[:9]).to_bins()
+    assert result.late[0][1] == ("late event, older than the driver's allowed lateness (event time "
+                                 "1970-01-01T00:10:00.000Z; the driver's events are final up to "
+                                 "1970-01-01T00:26:00.000Z, its latest is 1970-01-01T01:10:00.000Z, lateness 2400 s)")
+    assert driver.visible == fold(EVENTS[:9]).to_bins()
 
 
-def test_an_event_after_the_committed_state_is_not_late_even_if_older_than_the_watermark():
-    first = advance(None, EVENTS[:3], watermark_ms=0)  # all pending
-    result = advance(first.state, [(10 * MIN, "x1", "offer_declined", None)], watermark_ms=60 * MIN)
-    assert result.late == []  # the committed state ends at e02 (2 min)
-    assert result.visible == fold(EVENTS[:3] + [(10 * MIN, "x1", "offer_declined", None)]).to_bins()
+def test_an_event_after_the_last_final_one_is_folded_however_late():
+    driver = fed([EVENTS[:3]], lateness_ms=60 * MIN)  # all pending
+    driver.feed([EVENTS[9]], lateness_ms=60 * MIN)  # latest 90 min: e00..e02 final
+    result = driver.feed([(10 * MIN, "x1", "offer_declined", None)], lateness_ms=60 * MIN)  # 80 min behind
+    assert result.late == []  # after e02, the last final event
+    assert driver.visible == fold([*EVENTS[:3], EVENTS[9], (10 * MIN, "x1", "offer_declined", None)]).to_bins()
 
 
-def test_lateness_is_judged_after_the_watermark_commits_pending_events():
-    first = advance(None, EVENTS[:4], watermark_ms=0)  # all pending
-    result = advance(first.state, [(10 * MIN, "x1", "offer_declined", None)], watermark_ms=60 * MIN)
-    assert [position for position, _ in result.late] == [0]  # e03 (20 min) was committed first
-    assert result.visible is None
+def test_lateness_is_judged_before_the_batch_moves_the_latest_event():
+    driver = fed([EVENTS[:3]], lateness_ms=10 * MIN)  # latest 2 min: all pending
+    result = driver.feed([EVENTS[9], (10 * MIN, "x1", "offer_declined", None)], lateness_ms=10 * MIN)
+    assert result.late == []  # judged against the final events before this batch: none is after 2 min
+    assert driver.visible == fold([*EVENTS[:3], EVENTS[9], (10 * MIN, "x1", "offer_declined", None)]).to_bins()
 
 
 def test_redelivered_events_are_duplicates():
-    first = advance(None, EVENTS[:6], watermark_ms=2 * MIN)  # e00..e02 committed, e03..e05 pending
-    result = advance(first.state, [EVENTS[2], EVENTS[4], EVENTS[6], EVENTS[6]], watermark_ms=2 * MIN)
+    driver = fed([EVENTS[:6]], lateness_ms=22 * MIN)  # latest 25 min: e00..e02 final, e03..e05 pending
+    result = driver.feed([EVENTS[2], EVENTS[4], EVENTS[6], EVENTS[6]], lateness_ms=22 * MIN)
     assert result.duplicates == 3 and result.late == []
-    assert result.visible == fold(EVENTS[:7]).to_bins()
+    assert driver.visible == fold(EVENTS[:7]).to_bins()
 
 
-def test_first_sight_continues_the_store_record_and_drops_what_it_covers():
-    seed = fold(EVENTS[:5]).to_bins()
-    result = advance(None, EVENTS[3:], watermark_ms=0, seed=seed)
-    assert result.duplicates == 2 and result.late == []
-    assert result.visible == fold(EVENTS).to_bins()
-    assert result.accepted_ms == [e[0] for e in EVENTS[5:]]
+def test_a_replayed_batch_is_recognised_by_its_offsets_and_writes_nothing():
+    driver = Fed()
+    first = driver.sourced(EVENTS[:6])
+    driver.apply(first, lateness_ms=0)
+    before = driver.record
+    result = driver.apply(first, lateness_ms=0)  # the same records again: a restart or a retried task
+    assert (result.record, result.replayed, result.duplicates, result.late) == (None, 6, 0, [])
+    later = driver.sourced(EVENTS[6:])
+    result = driver.apply([*first[4:], *later], lateness_ms=0)  # a batch that overlaps the one applied
+    assert (result.replayed, result.duplicates, result.late) == (2, 0, [])
+    assert driver.visible == fold(EVENTS).to_bins() and driver.record is not before
+
+
+def test_offsets_of_another_topic_are_not_this_ones():
+    driver = fed([EVENTS[:3]], lateness_ms=0)
+    events = [KafkaEvent(e, 0, i, None, b"") for i, e in enumerate(EVENTS[3:6])]  # offsets the record holds
+    result = advance(driver.record, events, 0, source_tag("another-topic"))
+    assert result.replayed == 0 and result.record is not None
+    assert StreamState.decode(result.record[STREAM_STATE_BIN]).offsets == {0: 2}
+
+
+def test_a_backfilled_record_is_continued_and_what_it_covers_is_a_duplicate():
+    driver = fed([EVENTS[3:]], lateness_ms=0, record=fold(EVENTS[:5]).to_bins())  # no stream state
+    assert driver.duplicates == 2 and driver.late == []
+    assert driver.visible == fold(EVENTS).to_bins()
+
+
+def test_once_continued_a_backfilled_records_covered_events_are_late():
+    driver = fed([[(EVENTS[4][0], "zz", "trip_offered", None)]], lateness_ms=10 * MIN,
+                 record=fold(EVENTS[:5]).to_bins())
+    assert driver.duplicates == 1 and driver.writes == 0  # at the record's own time, any id: covered
+    driver.feed([(EVENTS[4][0] + 1, "y", "trip_offered", None)], lateness_ms=10 * MIN)
+    assert driver.state.last is None  # pending; final up to the record's own time
+    result = driver.feed([(EVENTS[3][0], "w", "offer_declined", None)], lateness_ms=10 * MIN)
+    assert [position for position, _ in result.late] == [0]
 
 
 def test_a_batch_with_nothing_new_writes_nothing():
-    first = advance(None, EVENTS, watermark_ms=0)
-    result = advance(first.state, EVENTS[-2:], watermark_ms=0)
-    assert result.visible is None and result.duplicates == 2
+    driver = fed([EVENTS], lateness_ms=0)
+    result = driver.feed(EVENTS[-2:], lateness_ms=0)
+    assert result.record is None and result.duplicates == 2
 
 
 def test_an_event_reusing_the_time_and_id_of_a_pending_one_is_folded_in_the_fold_order():
     completed, started = (5 * MIN, "r1", "trip_completed", None), (5 * MIN, "r1", "shift_started", None)
-    first = advance(None, [completed], watermark_ms=0)
-    result = advance(first.state, [started, completed], watermark_ms=0)  # started sorts first: refold
+    driver = fed([[completed]], lateness_ms=MIN)
+    result = driver.feed([started, completed], lateness_ms=MIN)  # started sorts first: refold
     assert (result.duplicates, result.late) == (1, [])
-    assert result.visible == fold([completed, started]).to_bins()
-    assert (result.visible["da_consec_trips"], result.visible["_n_events"]) == (1, 2)
+    assert driver.visible == fold([completed, started]).to_bins()
+    assert (driver.visible["da_consec_trips"], driver.visible["_n_events"]) == (1, 2)
 
 
-def test_exact_duplicates_of_committed_events_are_duplicates_and_other_uses_of_their_id_are_events():
-    first = advance(None, EVENTS[:6], watermark_ms=30 * MIN)  # all committed
+def test_exact_duplicates_of_final_events_are_duplicates_and_other_uses_of_their_id_are_events():
+    driver = fed([EVENTS[:6]], lateness_ms=0)  # all final
     reused = (40 * MIN, "e03", "trip_completed", None)  # e03's id, a later time: another event
-    result = advance(first.state, [EVENTS[0], EVENTS[3], reused, reused], watermark_ms=30 * MIN)
+    result = driver.feed([EVENTS[0], EVENTS[3], reused, reused], lateness_ms=0)
     assert (result.duplicates, result.late) == (3, [])
-    assert result.visible == fold(EVENTS[:6] + [reused]).to_bins()
+    assert driver.visible == fold(EVENTS[:6] + [reused]).to_bins()
+
+
+def test_stream_state_of_another_format_is_refused():
+    driver = fed([EVENTS[:2]], lateness_ms=0)
+    unknown = {**driver.record, STREAM_STATE_BIN: orjson.dumps([99, TOPIC, [], None, [], [], None])}
+    with pytest.raises(ValueError, match="format 99"):
+        advance(unknown, driver.sourced(EVENTS[2:3]), 0, TOPIC)
