@@ -80,8 +80,9 @@ base-image: podman
 	  | podman import -q --change 'CMD ["bash"]' - $(BASE_IMAGE) >/dev/null \
 	  || { tail -20 $(IMAGE_LOGS)/base.log >&2; exit 1; }; }
 
-# The image, with podman (layers cached in podman's store, pip's downloads in its build cache). A host whose pip
-# trusts its own CA (PIP_CERT, or pip's `global.cert`: a proxy's) lends it to the build's pip as a secret.
+# The image, with podman; its layers stay in podman's store, so a build after a change of the code redoes only the
+# last ones. A host whose pip trusts its own CA (PIP_CERT, or pip's `global.cert`: a proxy's) lends it to the
+# build's pip as a secret.
 image: jars base-image
 	@mkdir -p $(IMAGE_LOGS); start=$$(date +%s); \
 	ca=$${PIP_CERT:-$$($(PYTHON) -m pip config get global.cert 2>/dev/null)}; \
