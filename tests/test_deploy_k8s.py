@@ -3,6 +3,7 @@ and consistent with each other, the image and the settings tripscore reads."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -57,6 +58,13 @@ def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
     return (spec["jobTemplate"]["spec"] if workload["kind"] == "CronJob" else spec)["template"]["spec"]
 
 
+def default_settings(monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The settings a pod gets without TRIPSCORE_* variables of its own (this process's are set aside)."""
+    for name in [name for name in os.environ if name.startswith(ENV_PREFIX)]:
+        monkeypatch.delenv(name)
+    return Settings()
+
+
 def workloads() -> dict[str, dict[str, Any]]:
     return {**resources("Deployment"), **resources("CronJob")}
 
@@ -106,11 +114,12 @@ def test_the_config_map_holds_only_settings_tripscore_reads_and_no_secret() -> N
     assert data["TRIPSCORE_KAFKA_SECURITY_PROTOCOL"].startswith("SASL")  # so the Secret's password is used
 
 
-def test_the_scorer_is_probed_on_health_sized_per_worker_and_covered_by_a_disruption_budget() -> None:
+def test_the_scorer_is_probed_on_health_sized_per_worker_and_covered_by_a_disruption_budget(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     deployment = resources("Deployment")["tripscore-scorer"]
     (container,) = pod_spec(deployment)["containers"]
     port = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert port == {"web": Settings().scorer_web_port}
+    assert port == {"web": default_settings(monkeypatch).scorer_web_port}
     assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "web"}
     for probe in ("startupProbe", "livenessProbe"):  # /health answering at all; 503 (degraded) is alive
         assert container[probe]["exec"]["command"] == ["tripscore-health", "--alive"]
@@ -179,14 +188,15 @@ def annotated_target(pod_template: dict[str, Any], job: str) -> dict[str, str]:
     return labels
 
 
-def test_prometheus_in_kubernetes_scrapes_each_service_at_its_annotated_port() -> None:
+def test_prometheus_in_kubernetes_scrapes_each_service_at_its_annotated_port(monkeypatch: pytest.MonkeyPatch) -> None:
     config = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus-kubernetes.yml").read_text())
     jobs = {job["job_name"]: job["relabel_configs"] for job in config["scrape_configs"]}
     local = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
     assert set(jobs) == {job["job_name"] for job in local["scrape_configs"]}  # the alert rules' jobs
     templates = {name: deployment["spec"]["template"] for name, deployment in resources("Deployment").items()}
     templates["executor"] = executor_pod_template()
-    ports = {"tripscore-scorer": Settings().scorer_web_port, "tripscore-stream": Settings().stream_metrics_port}
+    defaults = default_settings(monkeypatch)
+    ports = {"tripscore-scorer": defaults.scorer_web_port, "tripscore-stream": defaults.stream_metrics_port}
     for job, rules in jobs.items():
         kept = {name: relabel(rules, annotated_target(template, job)) for name, template in templates.items()}
         assert {name for name, target in kept.items() if target} == {job}
@@ -229,12 +239,14 @@ def test_the_dockerfile_builds_the_image_the_manifests_expect() -> None:
 
 
 def compose_config(*profiles: str) -> dict[str, Any]:
-    """`podman-compose config` of docker-compose.yml with these profiles, as YAML."""
+    """`podman-compose config` of docker-compose.yml with these profiles, as YAML (with the file's defaults: this
+    process's TRIPSCORE_* variables are left out)."""
     tool = shutil.which("podman-compose", path=str(Path(sys.executable).parent))
     assert tool, "podman-compose is a dev dependency (pip install -e '.[dev]')"
     flags = [flag for profile in profiles for flag in ("--profile", profile)]
+    env = {name: value for name, value in os.environ.items() if not name.startswith(ENV_PREFIX)}
     done = subprocess.run([tool, "-f", "docker-compose.yml", *flags, "config"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     return yaml.safe_load(done.stdout)
 
