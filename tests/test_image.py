@@ -23,7 +23,7 @@ from featurestore.sqlite import SQLiteStore
 from runtime.config import ENV_PREFIX, Settings
 from runtime.processes import free_port, http_get
 from runtime.topics import admin_client, create_topics
-from schemas.features import BIN_NAMES
+from schemas.features import FOLD_BINS
 
 pytestmark = [pytest.mark.image, pytest.mark.kafka]
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,9 +210,8 @@ def test_the_stream_folds_the_broker_s_events_into_the_mounted_store_and_stops_o
         if not (store / "features.db").is_file():
             return {}
         with SQLiteStore(store / "features.db") as features:
-            rows = features.read(sorted(expected), BIN_NAMES)
-        return {row.entity_id: row.bins and {k: v for k, v in row.bins.items() if k != "_updated_ms"}
-                for row in rows}
+            rows = features.read(sorted(expected), FOLD_BINS)
+        return {row.entity_id: row.bins for row in rows}
 
     stream.wait_until(lambda: stored() == expected, f"the store holding the fold of {len(messages)} events", 420)
     code, took = stream.stop(grace_s=60)
