@@ -13,8 +13,8 @@ from batch.options import DEFAULT_DATASET, DatasetError, TrainConfig
 from modelregistry.export import ModelError
 from runtime.config import Settings, load_settings
 from runtime.kafka_clients import check_access
-from schemas.fields import parse_ts_ms
 from schemas.messages import encode
+from schemas.timestamps import parse_ts_ms
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000

@@ -12,7 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from schemas.fields import TS_MAX_MS, Field
+from schemas.fields import Field
+from schemas.timestamps import TS_MAX_MS
 
 FastChecker = Callable[[Any], dict[str, Any] | None]
 EXACT_INT = 2**53  # integers up to this convert to float exactly, so float and int comparisons agree

@@ -6,12 +6,11 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-Problem = tuple[str, str]
-"""A validation problem: (field path, what is wrong)."""
+from schemas.strict_json import MESSAGE, Problem, has_lone_surrogate
+from schemas.timestamps import parse_ts_ms
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
 BASE64_PATTERN = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -73,40 +72,6 @@ class Field:
     def is_missing(self, message: Mapping[str, Any]) -> bool:
         """Whether `message`, which has no value for this field, breaks its `required` rule."""
         return self.is_required(message) and not (self.nullable and self.name in message)
-
-
-TS_MAX_MS = 10**14
-"""Timestamps are epoch milliseconds in [0, TS_MAX_MS): 1970 to the year 5138, whichever way they are written."""
-
-
-def parse_ts_ms(value: Any) -> int | None:
-    """Epoch milliseconds from epoch-ms (number) or ISO-8601 with an offset; None when not a valid time."""
-    kind = type(value)
-    if kind is int:
-        return value if 0 <= value < TS_MAX_MS else None
-    if kind is float:
-        return int(value) if math.isfinite(value) and 0 <= value < TS_MAX_MS and value == int(value) else None
-    if kind is str and 10 <= len(value) <= 40:
-        try:
-            parsed = datetime.fromisoformat(value.replace("Z", "+00:00", 1) if value.endswith("Z") else value)
-            if parsed.tzinfo is None:
-                return None
-            ts_ms = int(round(parsed.timestamp() * 1000))
-        except (ValueError, OverflowError):  # not a time, or one whose offset moves it out of datetime's range
-            return None
-        return ts_ms if 0 <= ts_ms < TS_MAX_MS else None
-    return None
-
-
-def has_lone_surrogate(text: str) -> bool:
-    """Whether `text` holds a UTF-16 surrogate JSON let through (`"\\ud800"`): not Unicode, so not encodable."""
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 Check = tuple[Any, str | None]
@@ -235,7 +200,7 @@ def check_object(specs: tuple[Field, ...], message: Any, prefix: str = "",
     so paths are only built for problems.
     """
     if not isinstance(message, dict):
-        where = f"{prefix}[{index}]" if index is not None else prefix or "<message>"
+        where = f"{prefix}[{index}]" if index is not None else prefix or MESSAGE
         return None, [(where, f"expected a JSON object, got {type(message).__name__}")]
     out: dict[str, Any] = {}
     problems: list[Problem] = []

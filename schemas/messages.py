@@ -19,11 +19,11 @@ from schemas.fields import (
     ID_PATTERN,
     SHA256_PATTERN,
     Field,
-    Problem,
     RequiredWhen,
     check_object,
     message_builder,
 )
+from schemas.strict_json import MESSAGE, Problem, decode_json
 
 SCHEMA_VERSION = 1
 EVENT_TYPES = (
@@ -38,7 +38,6 @@ EVENT_TYPES = (
 TRIP_EVENT_TYPES = frozenset(EVENT_TYPES[2:])
 STRATEGIES = ("model", "distance_only", "error")
 FEATURE_STATUSES = ("present", "partial", "stale", "missing")
-MESSAGE = "<message>"
 DEAD_LETTER_MAX_BYTES = 900_000
 """A DeadLetter never exceeds this (Kafka's default limit is 1 MiB per message); a larger original is cut."""
 MAX_PROBLEMS = 50
@@ -132,31 +131,6 @@ _score_response = message_builder("score_response", SCORE_RESPONSE)
 _dead_letter_error = message_builder("dead_letter_error", DEAD_LETTER_ERROR)
 _dead_letter = message_builder("dead_letter", DEAD_LETTER)
 ZERO_TIMINGS = _timings(**{spec.name: 0.0 for spec in TIMINGS})
-
-
-def _reject_constant(name: str) -> float:
-    """JSON has no NaN/Infinity; keep them as floats so the field check names the field."""
-    return float(name.replace("Infinity", "inf"))
-
-
-_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # one decoder: json.loads would build one per call
-
-
-def decode_json(raw: bytes | str | None) -> tuple[Any, list[Problem]]:
-    """The decoded JSON value of a Kafka message, or a problem naming why it is not JSON."""
-    if raw is None or raw in (b"", ""):
-        return None, [(MESSAGE, "empty message")]
-    if isinstance(raw, bytes | bytearray | memoryview):
-        try:
-            raw = bytes(raw).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return None, [(MESSAGE, f"not valid UTF-8 (byte {exc.start})")]
-    try:
-        return _DECODER.decode(raw), []
-    except ValueError as exc:
-        return None, [(MESSAGE, f"not valid JSON: {exc}")]
-    except RecursionError:
-        return None, [(MESSAGE, "not valid JSON: nested too deeply")]
 
 
 def guarded(decode: Callable[[Any], Decoded]) -> Callable[[Any], Decoded]:

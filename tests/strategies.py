@@ -12,8 +12,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from schemas.fields import TS_MAX_MS
 from schemas.messages import EVENT_TYPES, SCORE_REQUEST, TRIP_EVENT, TRIP_EVENT_TYPES
+from schemas.timestamps import TS_MAX_MS
 
 REMOVE = object()
 """A mutation value meaning: drop the field."""
@@ -89,7 +89,7 @@ def valid_iso(draw: st.DrawFn) -> str:
 
 
 def _iso_in_range(text: str) -> bool:
-    from schemas.fields import parse_ts_ms
+    from schemas.timestamps import parse_ts_ms
 
     return parse_ts_ms(text) is not None
 

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pytest
 
-from schemas.fields import parse_ts_ms
 from schemas.messages import (
     SCORE_REQUEST,
     TRIP_EVENT,
@@ -18,6 +17,7 @@ from schemas.messages import (
     encode,
     error_response,
 )
+from schemas.timestamps import parse_ts_ms
 
 OFFER = {
     "event_id": "e-1",

@@ -32,7 +32,6 @@ from strategies import (
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings
 from schemas.fast_check import column_checker, fast_checker
-from schemas.fields import TS_MAX_MS
 from schemas.messages import (
     CANDIDATE,
     DEAD_LETTER_MAX_BYTES,
@@ -48,6 +47,7 @@ from schemas.messages import (
     explain_trip_event,
     guarded,
 )
+from schemas.timestamps import TS_MAX_MS
 from scorer.service import Incoming, Origin, Scorer
 from streaming.driver_state import advance, source_tag
 from streaming.parse import RAW_COLUMNS, KafkaEvent, event_times, parse
