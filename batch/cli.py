@@ -14,7 +14,7 @@ from modelregistry.export import ModelError
 from runtime.config import Settings, load_settings
 from runtime.kafka_clients import check_access
 from schemas.messages import encode
-from schemas.timestamps import parse_ts_ms
+from schemas.timestamps import check_ts
 
 log = logging.getLogger(__name__)
 DAY_MS = 86_400_000
@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     gen.add_argument("--drivers", type=int, default=1000, help="drivers in the city (default 1000)")
     gen.add_argument("--days", type=int, default=7, help="simulated days (default 7)")
     gen.add_argument("--events", type=int, help="approximate event count; sizes the city instead of --drivers")
-    gen.add_argument("--start", default="2024-06-03T00:00:00Z", help="first day, ISO-8601 with offset or epoch ms")
+    gen.add_argument("--start", default="2024-06-03T00:00:00Z", help="first day: an RFC 3339 date-time or epoch ms")
     gen.add_argument("--out", type=Path, help="event log folder (default <home>/events)")
     gen.add_argument("--requests", type=int, default=0, help="also write N ScoreRequests drawn from the city")
     gen.add_argument("--requests-out", type=Path, help="score requests JSONL (default <home>/requests.jsonl)")
@@ -121,9 +121,9 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from batch.eventlog import write_events
     from batch.generate import CityConfig, drivers_for_events, score_requests, simulate
 
-    start_ms = parse_ts_ms(int(args.start) if args.start.isdigit() else args.start)
+    start_ms, problem = check_ts(int(args.start) if args.start.isdigit() else args.start)
     if start_ms is None:
-        raise ValueError(f"--start {args.start!r}: expected ISO-8601 with an offset or epoch ms")
+        raise ValueError(f"--start {args.start!r}: {problem}")
     if args.to_kafka:
         check_access(settings)
     drivers = drivers_for_events(args.events, args.days) if args.events else args.drivers

@@ -10,7 +10,7 @@ from functools import cached_property
 from typing import Any
 
 from schemas.strict_json import MESSAGE, Problem, has_lone_surrogate
-from schemas.timestamps import parse_ts_ms
+from schemas.timestamps import check_ts
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
 BASE64_PATTERN = re.compile(r"[A-Za-z0-9+/]*={0,2}")
@@ -153,13 +153,7 @@ def _bool_checker(spec: Field) -> Checker:
 
 
 def _ts_checker(spec: Field) -> Checker:
-    def check(value: Any) -> Check:
-        ts_ms = parse_ts_ms(value)
-        if ts_ms is None:
-            return None, "expected ISO-8601 with an offset or epoch milliseconds, from 1970 up to epoch ms 10^14"
-        return ts_ms, None
-
-    return check
+    return check_ts
 
 
 _CHECKER_BUILDERS: dict[str, Callable[[Field], Checker]] = {

@@ -7,25 +7,20 @@ Rules JSON Schema cannot state exactly are listed in `INEXPRESSIBLE` (and in the
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from schemas.fields import Field, RequiredWhen
 from schemas.messages import DEAD_LETTER, SCORE_REQUEST, SCORE_RESPONSE, TRIP_EVENT
+from schemas.timestamps import CALENDAR, DATE_TIME, RANGE, TS_MAX_MS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 JSON_DIR = Path(__file__).parent / "json"
 FLOAT_MAX = sys.float_info.max  # the validator rejects numbers beyond float range as not finite
-TS_MS_END = 10**14
-# ISO-8601 date, time and offset as `datetime.isoformat` writes them (space or T; seconds and fraction optional);
-# the year range approximates [1970, epoch ms 1e14) and the day of the month is not checked against the month
-ISO_TS_PATTERN = (
-    r"^(19[7-9][0-9]|[2-4][0-9]{3}|50[0-9]{2}|51[0-3][0-9])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-    r"[T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9]([.,][0-9]+)?)?"
-    r"(Z|[+-]([01][0-9]|2[0-3]):?[0-5][0-9](:[0-5][0-9]([.][0-9]+)?)?)$(?!\n)"
-)
+FINAL_LINE_FEED = "\n$"
+"""Matches a string that ends in a line feed, alike in every engine; `not` it beside every anchored pattern, as
+Python's `$` (which `jsonschema` uses) also matches before a final line feed, and ECMA-262's and RE2's do not."""
 
 MESSAGES: dict[str, tuple[str, tuple[Field, ...], str]] = {
     "trip-event": ("TripEvent", TRIP_EVENT, "A value of topic `trip-events`, keyed by driver_id."),
@@ -38,21 +33,26 @@ MESSAGES: dict[str, tuple[str, tuple[Field, ...], str]] = {
 INEXPRESSIBLE = {
     "unique_candidates": "the candidates of a ScoreRequest have distinct driver_ids (`uniqueItems` compares whole "
                          "items only)",
-    "iso_timestamps": "an ISO-8601 timestamp is a real date and time within [1970-01-01, epoch ms 1e14) once its "
-                      "offset is applied: the schema checks the shape and approximates the year range, and tripscore "
-                      "also accepts the other ISO-8601 spellings of Python's `datetime.fromisoformat`",
+    "iso_timestamps": "on a day next to either end of the range, an offset other than Z or +/-00:00 decides whether "
+                      "a date-time is inside, which a pattern cannot compute: the schema accepts local 1969-12-31 "
+                      "and 5138-11-15 with a negative offset, 1970-01-01 and 5138-11-17 with a positive one, "
+                      "5138-11-16 with either; tripscore compares the instant exactly",
     "finite_numbers": "numbers are finite: JSON text has no NaN, but a lenient parser may produce one",
     "unicode_strings": "strings are valid Unicode: no lone UTF-16 surrogate (an escape such as \\ud800)",
 }
 """The rules the validator enforces and the schema cannot state exactly, by name."""
 
 
-def anchored(pattern: re.Pattern[str]) -> str:
-    """A JSON Schema `pattern` matching what `pattern.fullmatch` matches, in ECMA-262 and Python alike.
+def anchored(pattern: str) -> str:
+    """A JSON Schema `pattern` matching the strings Python's `re.fullmatch(pattern)` matches (with the guard
+    `FINAL_LINE_FEED`), read alike by ECMA-262, RE2 and Python: the pattern is written in their common subset."""
+    return f"^(?:{pattern})$"
 
-    `(?!\\n)` stops Python's `$` from matching before a final newline (ECMA's `$` never does).
-    """
-    return f"^(?:{pattern.pattern})$(?!\\n)"
+
+def _patterned(*patterns: dict[str, str]) -> dict[str, Any]:
+    """A string schema that matches every one of `patterns` (`{"pattern": ..., "description": ...}`)."""
+    matches: dict[str, Any] = dict(patterns[0]) if len(patterns) == 1 else {"allOf": list(patterns)}
+    return {"type": "string", **matches, "not": {"pattern": FINAL_LINE_FEED}}
 
 
 def _number(spec: Field) -> dict[str, Any]:
@@ -69,21 +69,22 @@ def _number(spec: Field) -> dict[str, Any]:
 
 
 def _string(spec: Field) -> dict[str, Any]:
-    schema: dict[str, Any] = {"type": "string"}
+    schema = _patterned({"pattern": anchored(spec.pattern.pattern)}) if spec.pattern else {"type": "string"}
     if spec.min_len:
         schema["minLength"] = spec.min_len
     if spec.max_len is not None:
         schema["maxLength"] = spec.max_len
-    if spec.pattern is not None:
-        schema["pattern"] = anchored(spec.pattern)
     return schema
 
 
 def _timestamp() -> dict[str, Any]:
     return {"anyOf": [
-        {"type": "integer", "minimum": 0, "exclusiveMaximum": TS_MS_END, "description": "epoch milliseconds"},
-        {"type": "string", "minLength": 10, "maxLength": 40, "pattern": ISO_TS_PATTERN,
-         "description": "ISO-8601 with an offset"},
+        {"type": "integer", "minimum": 0, "exclusiveMaximum": TS_MAX_MS, "description": "epoch milliseconds"},
+        {"description": "RFC 3339 date-time (docs/spec.md, section 2.1)", **_patterned(
+            {"pattern": anchored(DATE_TIME), "description": "date T time, 0-9 fractional digits, offset"},
+            {"pattern": CALENDAR, "description": "a day its month has"},
+            {"pattern": RANGE, "description": "from 1970-01-01 up to epoch ms 10^14; see rule iso_timestamps"},
+        )},
     ]}
 
 

@@ -54,7 +54,7 @@ def _for_types(*types: str) -> RequiredWhen:
 TRIP_EVENT: tuple[Field, ...] = (
     Field("event_id", "str", min_len=1, max_len=64, doc="unique id of the event"),
     Field("event_type", "enum", choices=EVENT_TYPES),
-    Field("ts", "ts", doc="event time: ISO-8601 with offset, or epoch ms"),
+    Field("ts", "ts", doc="event time: RFC 3339 date-time, or epoch ms"),
     Field("driver_id", "str", min_len=1, max_len=64, pattern=ID_PATTERN),
     Field("trip_id", "str", required=_for_types(*TRIP_EVENT_TYPES), min_len=1, max_len=64),
     Field("pickup_eta_min", "float", required=_for_types("trip_offered"), ge=0),
@@ -244,7 +244,7 @@ def describe_problems(problems: Sequence[Problem]) -> str:
 
 
 def iso_now() -> str:
-    """The current UTC time as ISO-8601 with milliseconds."""
+    """The current UTC time as an RFC 3339 date-time with milliseconds (SPEC §2.1)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 

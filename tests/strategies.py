@@ -13,7 +13,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from schemas.messages import EVENT_TYPES, SCORE_REQUEST, TRIP_EVENT, TRIP_EVENT_TYPES
-from schemas.timestamps import TS_MAX_MS
+from schemas.timestamps import TS_MAX_MS, check_ts
 
 REMOVE = object()
 """A mutation value meaning: drop the field."""
@@ -22,6 +22,15 @@ ID_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:-"
 any_text = st.text(st.characters(exclude_categories=()), max_size=80)  # every code point, lone surrogates included
 ids = st.text(ID_CHARS, min_size=1, max_size=64)
 texts = st.one_of(ids, st.text(min_size=1, max_size=64))  # free-form ids: any Unicode but lone surrogates
+
+OFFSET_DECIDES = {"1969-12-31": "-", "1970-01-01": "+", "5138-11-15": "-", "5138-11-16": "+-", "5138-11-17": "+"}
+"""The local days next to an end of the `ts` range, with the offset signs that decide whether a date-time is inside."""
+
+
+def offset_decides(text: str) -> bool:
+    """Whether the date-time `text` is on a day where its offset decides the range (the rule `iso_timestamps`)."""
+    return text[-1] != "Z" and text[-6] in OFFSET_DECIDES.get(text[:10], "") and text[-5:] != "00:00"
+
 
 valid_ts_ms = st.one_of(st.integers(0, TS_MAX_MS - 1), st.sampled_from([0, 1, TS_MAX_MS - 1]))
 iso_offsets = st.sampled_from(["Z", "+00:00", "+01:00", "-05:30", "+14:00", "-12:00", "+23:59"])
@@ -89,9 +98,7 @@ def valid_iso(draw: st.DrawFn) -> str:
 
 
 def _iso_in_range(text: str) -> bool:
-    from schemas.timestamps import parse_ts_ms
-
-    return parse_ts_ms(text) is not None
+    return check_ts(text)[0] is not None
 
 
 @st.composite
