@@ -1,9 +1,10 @@
 """The common case of `check_object`, generated once per message: a message with no problem, checked in one pass.
 
-A fast checker returns exactly what `check_object` returns for a valid message, or None when the message may
-have a problem (or is merely unusual: non-ASCII text, an integer beyond 2^53 in a float field); the caller then
-runs `check_object`, which names every problem. The messages live only in `fields.py`; the limits are read from
-the same `Field`s, and `tests/test_fuzz.py` checks that both paths decide every input alike.
+A fast checker returns exactly what `check_message` returns for a valid message, or None when the message may
+have a problem (or is merely unusual: non-ASCII text, an integer beyond 2^53 in a float field, an unknown field
+holding a float beyond 2^63); the caller then runs `check_message`, which names every problem. The messages live
+only in `fields.py`; the limits are read from the same `Field`s and from `strict_json`, and `tests/test_fuzz.py`
+checks that both paths decide every input alike.
 """
 
 from __future__ import annotations
@@ -13,28 +14,39 @@ from collections.abc import Callable
 from typing import Any
 
 from schemas.fields import Field
+from schemas.strict_json import INT_MAX, INT_MIN, MAX_DEPTH
 from schemas.timestamps import TS_MAX_MS
 
 FastChecker = Callable[[Any], dict[str, Any] | None]
 EXACT_INT = 2**53  # integers up to this convert to float exactly, so float and int comparisons agree
+FLOAT_FROM_INT = 2.0**63
+"""orjson reads an integer written beyond 64 bits as a float of at least this size: such a float takes the slow path,
+which tells the integer (refused) from a float written so (accepted)."""
 ColumnCheck = Callable[[list[Any]], bool]
 _CHARACTER_CLASS_PLUS = re.compile(r"\[[^\]\\^\n]*\]\+")  # `[...]+` with no negation, escape or newline
 
 
-def fast_checker(name: str, specs: tuple[Field, ...]) -> FastChecker:
-    """A function `name(message)`: the normalised message when it is valid under `specs`, else None."""
-    namespace: dict[str, Any] = {"TS_MAX_MS": TS_MAX_MS, "EXACT_INT": EXACT_INT}
+def fast_checker(name: str, specs: tuple[Field, ...], level: int = 1) -> FastChecker:
+    """A function `name(message)`: the normalised message when it is valid under `specs`, else None.
+
+    `level` is the message's depth (1 for a Kafka value, 3 for the objects of a list in it).
+    """
+    namespace: dict[str, Any] = {"TS_MAX_MS": TS_MAX_MS, "EXACT_INT": EXACT_INT, "FLOAT_FROM_INT": FLOAT_FROM_INT,
+                                 "known": frozenset(spec.name for spec in specs), "unknown_plain": unknown_plain}
+    always = sum(spec.required is True and not spec.nullable for spec in specs)  # fields a valid message has
     lines = [f"def {name}(message):", "    if type(message) is not dict:", "        return None",
-             "    get = message.get"]
+             "    get = message.get", f"    present = {always}"]  # known keys with a value; more keys: unknown ones
     for i, spec in enumerate(specs):
         namespace[f"spec{i}"] = spec
         lines += [f"    v{i} = get({spec.name!r})", f"    if v{i} is None:"]
         if spec.required is True and not spec.nullable:
-            lines.append("        return None")
+            lines += ["        return None", "    else:"]
         else:
-            lines.append(f"        if spec{i}.is_missing(message):\n            return None")
-        lines.append("    else:")
-        lines += [f"        {line}" for line in _value_lines(spec, f"v{i}", f"spec{i}", namespace)]
+            lines += [f"        if spec{i}.is_missing(message):\n            return None", "    else:",
+                      "        present += 1"]
+        lines += [f"        {line}" for line in _value_lines(spec, f"v{i}", f"spec{i}", level, namespace)]
+    lines += [f"    if len(message) != present and not unknown_plain(message, known, {MAX_DEPTH - level}):",
+              "        return None"]
     lines.append(f"    return {{{', '.join(f'{spec.out_name!r}: v{i}' for i, spec in enumerate(specs))}}}")
     exec("\n".join(lines), namespace)  # names are checked identifiers of our own specs
     checker = namespace[name]
@@ -42,7 +54,7 @@ def fast_checker(name: str, specs: tuple[Field, ...]) -> FastChecker:
     return checker
 
 
-def _value_lines(spec: Field, v: str, s: str, namespace: dict[str, Any]) -> list[str]:
+def _value_lines(spec: Field, v: str, s: str, level: int, namespace: dict[str, Any]) -> list[str]:
     """Statements that leave the normalised value of a present field in `v`, or return None."""
     if spec.kind == "str":
         tests = [f"type({v}) is not str", f"not {v}.isascii()", f"len({v}) < {spec.min_len or 0}"]
@@ -61,7 +73,8 @@ def _value_lines(spec: Field, v: str, s: str, namespace: dict[str, Any]) -> list
     if spec.kind == "ts":
         return [f"if type({v}) is not int or not 0 <= {v} < TS_MAX_MS:",
                 f"    {v}, reason = {s}.check({v})", "    if reason is not None:", "        return None"]
-    namespace[f"{s}_items"] = fast_checker(f"{spec.name}_item", spec.items)
+    item_level = level + 1 if spec.kind == "object" else level + 2  # a list's objects are a level below it
+    namespace[f"{s}_items"] = fast_checker(f"{spec.name}_item", spec.items, item_level)
     if spec.kind == "object":
         return [f"{v} = {s}_items({v})", f"if {v} is None:", "    return None"]
     head = [  # a list of objects
@@ -82,7 +95,7 @@ def _number_lines(spec: Field, v: str, s: str) -> list[str]:
     if spec.kind == "float":
         lines = [f"if type({v}) is not float:", f"    if type({v}) is not int or not -EXACT_INT <= {v} <= EXACT_INT:",
                  "        return None", f"    {v} = float({v})"]
-        tests = [f"{v} - {v} != 0.0"]  # NaN and infinities
+        tests = [f"not -FLOAT_FROM_INT < {v} < FLOAT_FROM_INT"]  # NaN, infinities, maybe an integer beyond 64 bits
     else:
         lines = []
         tests = [f"type({v}) is not int", f"not -EXACT_INT <= {v} <= EXACT_INT"]
@@ -92,6 +105,29 @@ def _number_lines(spec: Field, v: str, s: str) -> list[str]:
     if spec.equals is not None:
         tests.append(f"{v} != {s}.equals")
     return [*lines, f"if {' or '.join(tests)}:", "    return None"]
+
+
+def unknown_plain(message: dict[Any, Any], known: frozenset[str], levels: int) -> bool:
+    """Whether the fields of `message` outside `known` surely keep strict JSON, nesting at most `levels` levels."""
+    return all(type(key) is str and key.isascii() and plain(value, levels) for key, value in message.items()
+               if key not in known)
+
+
+def plain(value: Any, levels: int) -> bool:
+    """Whether `value` surely keeps strict JSON as orjson read it: ASCII text (so no lone surrogate), 64-bit integers,
+    floats below `FLOAT_FROM_INT`, at most `levels` levels of arrays and objects. False sends it to the slow path."""
+    kind = type(value)
+    if kind is str:
+        return value.isascii()
+    if kind is int:
+        return INT_MIN <= value <= INT_MAX
+    if kind is float:
+        return -FLOAT_FROM_INT < value < FLOAT_FROM_INT
+    if kind is dict:
+        return levels > 0 and unknown_plain(value, frozenset(), levels - 1)
+    if kind is list:
+        return levels > 0 and all(plain(item, levels - 1) for item in value)
+    return value is None or kind is bool
 
 
 def column_checker(specs: tuple[Field, ...]) -> ColumnCheck | None:
@@ -155,6 +191,8 @@ def _float_column(spec: Field) -> ColumnCheck:
         if total - total != 0.0:  # a NaN or an infinity (or a sum that overflows: the item-wise check decides)
             return False
         low, high = min(column), max(column)
+        if low <= -FLOAT_FROM_INT or high >= FLOAT_FROM_INT:
+            return False
         return not ((spec.ge is not None and low < spec.ge) or (spec.gt is not None and low <= spec.gt)
                     or (spec.le is not None and high > spec.le))
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import math
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from schemas.strict_json import MESSAGE, Problem, has_lone_surrogate
+from schemas.strict_json import LONE_SURROGATE, MESSAGE, Problem, has_lone_surrogate, value_problems
 from schemas.timestamps import check_ts
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
 BASE64_PATTERN = re.compile(r"[A-Za-z0-9+/]*={0,2}")
 SHA256_PATTERN = re.compile(r"[0-9a-f]{64}")
+FLOAT_MAX = sys.float_info.max
+"""The largest double: the limit of a number field with no upper bound, in the validator and the schema alike."""
 FIELD_KINDS = ("str", "enum", "float", "int", "bool", "ts", "list", "object")
 COMPOSITE_KINDS = frozenset({"list", "object"})
 
@@ -80,31 +82,27 @@ Checker = Callable[[Any], Check]
 
 
 def _number_checker(spec: Field) -> Checker:
+    """Compares the value itself with the limits (Python compares an int with a float exactly), as JSON Schema does."""
     integer, equals, ge, gt, le = spec.kind == "int", spec.equals, spec.ge, spec.gt, spec.le
-    isfinite = math.isfinite
 
     def check(value: Any) -> Check:
         kind = type(value)
         # exact types first (JSON gives nothing else); bool is an int subclass but not a number here
         if kind is not float and kind is not int and (kind is bool or not isinstance(value, int | float)):
             return None, f"expected a number, got {kind.__name__}"
-        try:
-            number = float(value)
-        except OverflowError:  # an integer beyond float range
+        if not -FLOAT_MAX <= value <= FLOAT_MAX:  # NaN, an infinity, or an integer beyond every double
             return None, "must be a finite number"
-        if not isfinite(number):
-            return None, "must be a finite number"
-        if integer and number != int(number):
+        if integer and value != int(value):
             return None, "expected an integer"
-        if equals is not None and number != equals:
+        if equals is not None and value != equals:
             return None, f"must be {equals}, got {value}"
-        if ge is not None and number < ge:
+        if ge is not None and value < ge:
             return None, f"must be >= {ge:g}, got {value}"
-        if gt is not None and number <= gt:
+        if gt is not None and value <= gt:
             return None, f"must be > {gt:g}, got {value}"
-        if le is not None and number > le:
+        if le is not None and value > le:
             return None, f"must be <= {le:g}, got {value}"
-        return (int(value) if integer else number), None
+        return (int(value) if integer else float(value)), None
 
     return check
 
@@ -118,7 +116,7 @@ def _str_checker(spec: Field) -> Checker:
         if not isinstance(value, str):
             return None, f"expected a string, got {type(value).__name__}"
         if has_lone_surrogate(value):
-            return None, "is not valid Unicode (a lone UTF-16 surrogate)"
+            return None, LONE_SURROGATE
         if len(value) < min_len:
             return None, f"must have at least {min_len} character(s)"
         if max_len is not None and len(value) > max_len:
@@ -214,6 +212,12 @@ def check_object(specs: tuple[Field, ...], message: Any, prefix: str = "",
             if reason is not None:
                 problems.append((_path(prefix, index, spec.name), reason))
     return (out if not problems else None), problems
+
+
+def check_message(specs: tuple[Field, ...], message: Any) -> tuple[dict | None, list[Problem]]:
+    """The complete check of a decoded message: strict JSON anywhere in it (`value_problems`), then every field."""
+    problems = value_problems(message)
+    return (None, problems) if problems else check_object(specs, message)
 
 
 def message_builder(name: str, specs: tuple[Field, ...]) -> Callable[..., dict[str, Any]]:

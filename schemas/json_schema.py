@@ -7,17 +7,15 @@ Rules JSON Schema cannot state exactly are listed in `INEXPRESSIBLE` (and in the
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from schemas.fields import Field, RequiredWhen
+from schemas.fields import FLOAT_MAX, Field, RequiredWhen
 from schemas.messages import DEAD_LETTER, SCORE_REQUEST, SCORE_RESPONSE, TRIP_EVENT
 from schemas.timestamps import CALENDAR, DATE_TIME, RANGE, TS_MAX_MS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 JSON_DIR = Path(__file__).parent / "json"
-FLOAT_MAX = sys.float_info.max  # the validator rejects numbers beyond float range as not finite
 FINAL_LINE_FEED = "\n$"
 """Matches a string that ends in a line feed, alike in every engine; `not` it beside every anchored pattern, as
 Python's `$` (which `jsonschema` uses) also matches before a final line feed, and ECMA-262's and RE2's do not."""
@@ -37,8 +35,13 @@ INEXPRESSIBLE = {
                       "a date-time is inside, which a pattern cannot compute: the schema accepts local 1969-12-31 "
                       "and 5138-11-15 with a negative offset, 1970-01-01 and 5138-11-17 with a positive one, "
                       "5138-11-16 with either; tripscore compares the instant exactly",
-    "finite_numbers": "numbers are finite: JSON text has no NaN, but a lenient parser may produce one",
-    "unicode_strings": "strings are valid Unicode: no lone UTF-16 surrogate (an escape such as \\ud800)",
+    "finite_numbers": "numbers are finite, anywhere in a message: JSON has no NaN or Infinity, yet lenient parsers "
+                      "(Python's json) read them, and a number beyond +/-1.8e308 reads as an infinity",
+    "unicode_strings": "strings and keys are valid Unicode, anywhere in a message: no lone UTF-16 surrogate (an "
+                       "escape such as \\ud800)",
+    "max_depth": "arrays and objects nest at most 64 levels, anywhere in a message (the message object is level 1)",
+    "integer_size": "an integer (a number written without fraction or exponent) fits in 64 bits, -2^63 to 2^63-1, "
+                    "anywhere in a message: beyond, parsers read it differently (JavaScript rounds it to a double)",
 }
 """The rules the validator enforces and the schema cannot state exactly, by name."""
 

@@ -20,7 +20,7 @@ from schemas.fields import (
     SHA256_PATTERN,
     Field,
     RequiredWhen,
-    check_object,
+    check_message,
     message_builder,
 )
 from schemas.strict_json import MESSAGE, Problem, decode_json
@@ -201,7 +201,7 @@ def validate_trip_event(message: Any) -> Decoded:
 
 def explain_trip_event(message: Any) -> Decoded:
     """The complete check of a TripEvent, which names every problem: where the fast path hands over."""
-    return check_object(TRIP_EVENT, message)
+    return check_message(TRIP_EVENT, message)
 
 
 @guarded
@@ -217,7 +217,7 @@ def validate_score_request(message: Any) -> Decoded:
 
 def explain_score_request(message: Any) -> Decoded:
     """The complete check of a ScoreRequest, which names every problem: where the fast path hands over."""
-    request, problems = check_object(SCORE_REQUEST, message)
+    request, problems = check_message(SCORE_REQUEST, message)
     if request is not None:
         problems += [(f"candidates[{index}].driver_id", "duplicate candidate")
                      for index in _duplicate_candidates(request["candidates"])]

@@ -65,6 +65,13 @@ json_values = st.recursive(
     max_leaves=12,
 )
 hostile_values = st.one_of(json_values, timestamps)
+strict_json_values = st.recursive(  # what strict JSON allows (SPEC §2.2): finite, 64-bit integers, valid Unicode
+    st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False, allow_infinity=False),
+              st.integers(-(2**63), 2**63 - 1), st.text(max_size=20)),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children,
+                                                                               max_size=4)),
+    max_leaves=12,
+)
 
 
 @st.composite
@@ -87,7 +94,7 @@ def valid_trip_events(draw: st.DrawFn, driver_ids: st.SearchStrategy[str] = ids)
     if draw(st.booleans()):
         event["schema_version"] = 1
     if draw(st.integers(0, 9)) == 0:
-        event[draw(st.text(max_size=10).filter(lambda name: name not in event))] = draw(json_values)
+        event[draw(st.text(max_size=10).filter(lambda name: name not in event))] = draw(strict_json_values)
     return event
 
 

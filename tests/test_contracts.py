@@ -109,7 +109,8 @@ INVALID_EVENTS = [
     (with_(OFFER, event_type="trip_rated", rating=0), "rating", ">= 1"),
     (b'{"event_id": "e", "pickup_eta_min": NaN}', "pickup_eta_min", "finite"),
     (b'{"event_id": "e", "surge_multiplier": Infinity}', "surge_multiplier", "finite"),
-    (b'{"event_id": "e", "rider_rating": 1' + b"0" * 400 + b"}", "rider_rating", "finite"),  # beyond float
+    (b'{"event_id": "e", "rider_rating": 1e400}', "rider_rating", "finite"),  # beyond a double: an infinity
+    (b'{"event_id": "e", "rider_rating": 1' + b"0" * 400 + b"}", "rider_rating", "beyond 64 bits"),
     (with_(OFFER, schema_version=1.5), "schema_version", "expected an integer"),
     (b"not json at all", "<message>", "not valid JSON"),
     (b'{"event_id": "e",', "<message>", "not valid JSON"),

@@ -6,7 +6,6 @@ in the README); each one is classified, and anything else fails with the message
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -19,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import ids, json_values, mutated, offset_decides, score_request_values, texts, trip_event_values
 
-from schemas.fields import Field, Problem, check_object
+from schemas.fields import Field, Problem, check_message
 from schemas.json_schema import INEXPRESSIBLE, message_schema
 from schemas.messages import (
     DEAD_LETTER,
@@ -35,9 +34,11 @@ from schemas.messages import (
     validate_score_request,
     validate_trip_event,
 )
+from schemas.strict_json import INTEGER_SIZE, KEY_NOT_UNICODE, LONE_SURROGATE, NOT_FINITE, TOO_DEEP
 
 EXAMPLES = 1000  # per message type
 UNIQUE, ISO, FINITE, UNICODE = "unique_candidates", "iso_timestamps", "finite_numbers", "unicode_strings"
+DEPTH, INTEGER = "max_depth", "integer_size"
 PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
@@ -90,16 +91,18 @@ def at(message: Any, path: str) -> Any:
     return message
 
 
+STRICT_RULES = {NOT_FINITE: FINITE, LONE_SURROGATE: UNICODE, KEY_NOT_UNICODE: UNICODE, TOO_DEEP: DEPTH,
+                INTEGER_SIZE: INTEGER}
+
+
 def explain_problem(message: Any, specs: tuple[Field, ...], problem: Problem) -> str | None:
     """The inexpressible rule behind one of our problems, or None when JSON Schema should have caught it too."""
     path, reason = problem
     if reason == "duplicate candidate":
         return UNIQUE
-    if "lone UTF-16 surrogate" in reason:
-        return UNICODE
+    if reason in STRICT_RULES:
+        return STRICT_RULES[reason]
     value = at(message, path)
-    if isinstance(value, float) and math.isnan(value):
-        return FINITE
     if path in {spec.name for spec in specs if spec.kind == "ts"} and isinstance(value, str) and offset_decides(value):
         return ISO
     return None
@@ -122,15 +125,15 @@ def compare(validate: Callable[[Any], tuple[Any, list[Problem]]], schema: jsonsc
 CONTRACTS = {
     "trip-event": (TRIP_EVENT, validate_trip_event, trip_event_values()),
     "score-request": (SCORE_REQUEST, validate_score_request, score_request_values()),
-    "score-response": (SCORE_RESPONSE, lambda message: check_object(SCORE_RESPONSE, message),
+    "score-response": (SCORE_RESPONSE, lambda message: check_message(SCORE_RESPONSE, message),
                        values_of(valid_score_responses(), SCORE_RESPONSE, mutated_ranked())),
-    "dead-letter": (DEAD_LETTER, lambda message: check_object(DEAD_LETTER, message),
+    "dead-letter": (DEAD_LETTER, lambda message: check_message(DEAD_LETTER, message),
                     values_of(valid_dead_letters(), DEAD_LETTER)),
 }
 
 
 def test_the_allowed_disagreements_are_the_inexpressible_rules_and_in_the_readme() -> None:
-    assert {UNIQUE, ISO, FINITE, UNICODE} == set(INEXPRESSIBLE)
+    assert {UNIQUE, ISO, FINITE, UNICODE, DEPTH, INTEGER} == set(INEXPRESSIBLE)
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert all(f"`{rule}`" in readme for rule in INEXPRESSIBLE)
 
