@@ -14,7 +14,7 @@ IMAGE_LOGS := .local/image
 # podman's settings for this machine, written by `make podman`; the image tests read the same file
 export CONTAINERS_CONF := $(abspath .local/containers/containers.conf)
 
-.PHONY: venv jars promtool kafka-up kafka-down topics lint test demo clean podman base-image image test-image
+.PHONY: venv jars promtool ajv kafka-up kafka-down topics lint test demo clean podman base-image image test-image
 
 venv: $(VENV)/.installed
 
@@ -94,6 +94,15 @@ image: jars base-image
 test-image:
 	@if $(MAKE) -s podman; then $(MAKE) -s image; else echo "no podman: the image tests will skip" >&2; fi
 
+# ajv, the JavaScript JSON Schema validator of the schema parity test, pinned by tests/package-lock.json, where node
+# and npm exist (into tests/node_modules); without them that part of the test skips and says why.
+ajv: tests/node_modules/.package-lock.json
+
+tests/node_modules/.package-lock.json: tests/package.json tests/package-lock.json
+	@if command -v node >/dev/null && command -v npm >/dev/null; then \
+	  npm ci --prefix tests --no-audit --no-fund --loglevel=error; \
+	else echo "node or npm not found: the ajv part of tests/test_schema_parity.py will skip"; fi
+
 kafka-up: venv jars
 	$(TRIPSCORE) kafka up
 
@@ -107,7 +116,7 @@ lint: venv
 	$(BIN)/ruff check .
 
 # The broker is stopped whatever pytest returns; pytest's exit code is make's (5, no tests ran, fails too).
-test: venv jars promtool test-image
+test: venv jars promtool ajv test-image
 	@status=0; \
 	$(TRIPSCORE) kafka up && $(TRIPSCORE) topics create && $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
 	$(TRIPSCORE) kafka down || true; \
@@ -120,4 +129,4 @@ demo: venv jars
 
 clean:
 	if [ -x $(TRIPSCORE) ]; then $(TRIPSCORE) kafka down; fi
-	rm -rf $(JARS_DIR) jvm/target jvm/*/target .local/kafka .local/spark .pytest_cache .ruff_cache
+	rm -rf $(JARS_DIR) jvm/target jvm/*/target .local/kafka .local/spark .pytest_cache .ruff_cache tests/node_modules

@@ -2,12 +2,14 @@
 
 Valid messages follow SPEC §2; invalid ones are valid messages with one field replaced, removed or retyped, plus
 arbitrary JSON and structural extremes (deep nesting, huge sizes, numbers beyond float range, lone surrogates,
-timestamps at and beyond every boundary).
+timestamps at and beyond every boundary). `contract_texts` writes any of them as raw JSON text with raw tokens in
+place (the parity corpus of the JSON Schema files).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from hypothesis import strategies as st
@@ -33,22 +35,55 @@ def offset_decides(text: str) -> bool:
 
 
 valid_ts_ms = st.one_of(st.integers(0, TS_MAX_MS - 1), st.sampled_from([0, 1, TS_MAX_MS - 1]))
-iso_offsets = st.sampled_from(["Z", "+00:00", "+01:00", "-05:30", "+14:00", "-12:00", "+23:59"])
+END_DAYS = ["1969-12-30", *OFFSET_DECIDES, "1970-01-02", "5138-11-14", "5138-11-18"]
+ODD_DAYS = ["2024-02-29", "2023-02-29", "2000-02-29", "2100-02-29", "2400-02-29", "2026-04-31", "2026-04-30",
+            "2026-13-01", "2026-00-10", "2026-01-00", "2026-01-32", "0000-01-01", "9999-12-31", "2026-W10-1",
+            "2026-061", "20260302", "2026-3-2", "+2026-03-02", "２０２６-03-02", "2026-03-0２"]
+ODD_TIMES = ["24:00:00", "23:59:60", "08:60:00", "08:15", "08:00:00:00", "8:15:00", "081500", "08:15:00.", "T08:15:00"]
+SEPARATORS = ["T"] * 12 + ["t", " ", "_", "\x00", "\n", "\U0001f600", "", "TT"]
+ODD_OFFSETS = ["z", "+05", "-0530", "+0530", "+05:60", "+24:00", "-24:00", "+05:30:15", "+0530:15", " UTC", "", "+5:30",
+               "Z\n", "+05:30 ", "UTC", "GMT+1", "+05:30Z", "Z+00:00"]
+offsets = st.one_of(
+    st.sampled_from(["Z", "+00:00", "-00:00"]),
+    st.builds("{}{:02d}:{:02d}".format, st.sampled_from("+-"), st.integers(0, 23), st.integers(0, 59)),
+)
+fractions = st.integers(0, 9).flatmap(lambda n: st.text("0123456789", min_size=n, max_size=n)).map(
+    lambda digits: f".{digits}" if digits else "")
+clock = st.builds("{:02d}:{:02d}:{:02d}".format, st.integers(0, 23), st.integers(0, 59), st.integers(0, 59))
 
 
 @st.composite
-def iso_timestamps(draw: st.DrawFn) -> str:
-    """ISO-8601 strings with an offset, from year 1 to 9999 (many outside the accepted range)."""
-    year = draw(st.one_of(st.integers(1, 9999), st.sampled_from([1, 1969, 1970, 2024, 2026, 5138, 5139, 9999])))
-    month, day = draw(st.integers(1, 12)), draw(st.integers(1, 28))
-    hour, minute, second = draw(st.integers(0, 23)), draw(st.integers(0, 59)), draw(st.integers(0, 59))
-    fraction = draw(st.sampled_from(["", ".5", ".123", ".123456"]))
-    return f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}{fraction}{draw(iso_offsets)}"
+def any_dates(draw: st.DrawFn) -> str:
+    """YYYY-MM-DD of years 1969-5139 with month 00-13 and day 00-32: real days, and days no month has."""
+    return f"{draw(st.integers(1969, 5139)):04d}-{draw(st.integers(0, 13)):02d}-{draw(st.integers(0, 32)):02d}"
+
+
+@st.composite
+def date_times(draw: st.DrawFn) -> str:
+    """Date-times in the grammar of SPEC §2.1, often on the days at either end of the range (in or out of it)."""
+    day = draw(st.one_of(any_dates(), st.sampled_from(END_DAYS)))
+    time = draw(st.one_of(clock, st.sampled_from(["00:00:00", "00:59:59", "09:46:39", "09:46:40", "23:59:59"])))
+    return f"{day}T{time}{draw(fractions)}{draw(offsets)}"
+
+
+@st.composite
+def timestamp_texts(draw: st.DrawFn) -> str:
+    """Strings a `ts` may be sent as: date-times of the grammar at and across the ends of the range and the calendar,
+    and near misses: other separators, offsets, fractions and dates, ISO-8601 forms the grammar refuses, and junk."""
+    if draw(st.booleans()):
+        return draw(date_times())
+    day = draw(st.one_of(any_dates(), st.sampled_from(END_DAYS + ODD_DAYS)))
+    time = draw(st.one_of(clock, st.sampled_from(ODD_TIMES)))
+    fraction = draw(st.one_of(fractions, st.sampled_from([".", ",5", ".1234567890", ".000000000001"])))
+    offset = draw(st.one_of(offsets, st.sampled_from(ODD_OFFSETS)))
+    text = f"{day}{draw(st.sampled_from(SEPARATORS))}{time}{fraction}{offset}"
+    junk = draw(st.sampled_from(["", "", "", "", "\n", " ", "lower", "upper"]))
+    return text.lower() if junk == "lower" else text.upper() if junk == "upper" else text + junk
 
 
 timestamps = st.one_of(
     valid_ts_ms,
-    iso_timestamps(),
+    timestamp_texts(),
     st.sampled_from([-1, -(10**15), TS_MAX_MS, 10**18, 2**63, 1.5, 1e14, -0.0, float("inf"), "1970-01-01T00:00:00",
                      "2026-01-01T00:00:00+25:00", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", ""]),
 )
@@ -100,12 +135,8 @@ def valid_trip_events(draw: st.DrawFn, driver_ids: st.SearchStrategy[str] = ids)
 
 @st.composite
 def valid_iso(draw: st.DrawFn) -> str:
-    """An ISO-8601 timestamp inside the accepted range."""
-    return draw(iso_timestamps().filter(lambda text: _iso_in_range(text)))
-
-
-def _iso_in_range(text: str) -> bool:
-    return check_ts(text)[0] is not None
+    """A date-time inside the accepted range."""
+    return draw(date_times().filter(lambda text: check_ts(text)[0] is not None))
 
 
 @st.composite
@@ -194,3 +225,72 @@ def raw_messages(values: st.SearchStrategy[Any]) -> st.SearchStrategy[bytes | No
         structural_extremes(),
         st.sampled_from([None, b""]),
     )
+
+
+# Raw texts of the contracts, for the parity corpus of the JSON Schema files (tests/test_schema_parity.py).
+
+RAW = "\x00raw token\x00"
+"""A placeholder value: `contract_texts` writes the message as JSON, then puts a raw token where it stands."""
+FLOAT_MAX_INT = int(sys.float_info.max)
+RAW_NUMBERS = [
+    "NaN", "Infinity", "-Infinity", "1e400", "-1e400", "1E+2", "-0", "-0.0", "0e0", "1e-400", "1.0", "1e19",
+    "1.7976931348623157e308", "1.7976931348623159e308", "5.0000000000000000001", "4.9999999999999999999",
+    str(2**53 + 1), str(2**63 - 1), str(2**63), str(-(2**63)), str(-(2**63) - 1), str(2**64), str(10**30),
+    str(FLOAT_MAX_INT), str(FLOAT_MAX_INT + 1), str(10**309), "9" * 5_000,
+]
+"""Numbers JSON parsers read differently: NaN/Infinity (not JSON), beyond a double, beyond 64 bits, fractions
+beyond a double's precision, integers written as floats."""
+RAW_OTHER = [
+    "true", "null", "[]", "{}", '"\\ud800"', '"x\\udfff"', '"\\ud83d\\ude00"', '"\\u0000"', '"\\u2028"', '"x\\n"',
+    '{"\\ud800": 1}', '["\\udc00"]', '"\\u00e9"',
+    "01", "+1", ".5", "1.", "0x10", "'x'", "undefined", "[1,]", "NaNa", "--1", '"\\x41"',  # not JSON
+]
+NESTING = [1, 2, 61, 62, 63, 64, 65, 66, 100, 1_000, 5_000]
+
+
+def nested_text(depth: int, text: str) -> str:
+    """`depth` levels of arrays and objects, alternating, each holding the string `text` beside the next level."""
+    opened = "".join(f'{{"{text}": ' if level % 2 else f'["{text}", ' for level in range(depth))
+    return opened + "0" + "".join("}" if level % 2 else "]" for level in reversed(range(depth)))
+
+
+raw_tokens = st.one_of(
+    st.sampled_from(RAW_NUMBERS),
+    st.sampled_from(RAW_OTHER),
+    st.builds(nested_text, st.sampled_from(NESTING), st.sampled_from(["", "a", "\u00e9", "\U0001f600"])),
+)
+
+
+@st.composite
+def contract_texts(draw: st.DrawFn, messages: st.SearchStrategy[Any], ts_fields: tuple[str, ...],
+                   items: str | None = None) -> bytes:
+    """Raw Kafka values of one contract: its messages (valid, broken, any JSON) written as JSON text, often with
+    one value replaced: a `ts` by a timestamp text, a known or unknown field (of the message or of one of its `items`)
+    by a raw token, the framing changed (a BOM, a repeated key, whitespace, a trailing comma)."""
+    message = draw(messages)
+    change = draw(st.sampled_from(["none", "ts", "token", "token", "item", "framing"]))
+    token = draw(raw_tokens)
+    if isinstance(message, dict):
+        message = dict(message)
+        if change == "ts" and ts_fields:
+            message[draw(st.sampled_from(ts_fields))] = draw(timestamps)
+        elif change == "token" or (change == "item" and not items):
+            message[draw(st.one_of(st.sampled_from(sorted(message) or ["x"]), st.text(max_size=6)))] = RAW
+        elif change == "item" and isinstance(message.get(items), list) and message[items]:
+            position = draw(st.integers(0, len(message[items]) - 1))
+            item = message[items][position]
+            if isinstance(item, dict):
+                item = {**item, draw(st.one_of(st.sampled_from(sorted(item) or ["x"]), st.text(max_size=6))): RAW}
+            message[items] = [*message[items][:position], item, *message[items][position + 1:]]
+    text = json.dumps(message, ensure_ascii=draw(st.booleans()), allow_nan=True).replace(json.dumps(RAW), token)
+    if change == "framing":
+        frame = draw(st.sampled_from(["bom", "whitespace", "nul", "comma", "repeat"]))
+        if frame == "bom":
+            text = "\ufeff" + text  # JSON forbids it; parsers may skip it, the contract refuses it
+        elif frame == "whitespace":
+            text = f" \n{text}\t\r\n"
+        elif frame == "nul":
+            text += "\x00"
+        elif text.endswith("}") and text != "{}":
+            text = text[:-1] + (",}" if frame == "comma" else ', "ts": 0}')  # a repeated key: the last one counts
+    return text.encode("utf-8", "surrogatepass")
