@@ -23,6 +23,7 @@ FLOAT_FROM_INT = 2.0**63
 """orjson reads an integer written beyond 64 bits as a float of at least this size: such a float takes the slow path,
 which tells the integer (refused) from a float written so (accepted)."""
 ColumnCheck = Callable[[list[Any]], bool]
+_NONE_KNOWN: frozenset[str] = frozenset()  # the known fields of an object inside an unknown field
 _CHARACTER_CLASS_PLUS = re.compile(r"\[[^\]\\^\n]*\]\+")  # `[...]+` with no negation, escape or newline
 
 
@@ -124,7 +125,7 @@ def plain(value: Any, levels: int) -> bool:
     if kind is float:
         return -FLOAT_FROM_INT < value < FLOAT_FROM_INT
     if kind is dict:
-        return levels > 0 and unknown_plain(value, frozenset(), levels - 1)
+        return levels > 0 and unknown_plain(value, _NONE_KNOWN, levels - 1)
     if kind is list:
         return levels > 0 and all(plain(item, levels - 1) for item in value)
     return value is None or kind is bool

@@ -1,7 +1,7 @@
 """JSON Schema (draft 2020-12) of every Kafka message, derived from the field specifications for other languages.
 
 `tripscore schemas export` writes them to `schemas/json/`; `--check` fails when the committed files are stale.
-Rules JSON Schema cannot state exactly are listed in `INEXPRESSIBLE` (and in the README).
+Rules JSON Schema cannot state exactly are listed in `INEXPRESSIBLE` (and in the README and docs/spec.md §2.3).
 """
 
 from __future__ import annotations
