@@ -1,4 +1,4 @@
-"""The timestamp grammar (SPEC §2): the validator and the JSON Schema's patterns accept the same `ts` strings, the
+"""The timestamp grammar (SPEC §2.1): the validator and the JSON Schema's patterns accept the same `ts` strings, the
 range is exact at both ends, and the one documented difference is confined to the days next to the ends."""
 
 from __future__ import annotations
