@@ -14,7 +14,7 @@ IMAGE_LOGS := .local/image
 # podman's settings for this machine, written by `make podman`; the image tests read the same file
 export CONTAINERS_CONF := $(abspath .local/containers/containers.conf)
 
-.PHONY: venv jars promtool ajv kafka-up kafka-down topics lint test demo clean podman base-image image test-image
+.PHONY: venv jars promtool ajv kafka-up kafka-down topics lint test fuzz demo clean podman base-image image test-image
 
 venv: $(VENV)/.installed
 
@@ -116,12 +116,18 @@ lint: venv
 	$(BIN)/ruff check .
 
 # The broker is stopped whatever pytest returns; pytest's exit code is make's (5, no tests ran, fails too).
+# CI set: property tests run the derandomized `ci` profile of tests/conftest.py, the same examples every run.
 test: venv jars promtool ajv test-image
 	@status=0; \
-	$(TRIPSCORE) kafka up && $(TRIPSCORE) topics create && $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	$(TRIPSCORE) kafka up && $(TRIPSCORE) topics create && CI=$${CI:-1} $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
 	$(TRIPSCORE) kafka down || true; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests" >&2; fi; \
 	exit $$status
+
+# Exploration, not part of `make test`: the property tests (pytest's `hypothesis` marker) with random seeds and 10x
+# the examples. Each failure it finds becomes an @example of its test, so `make test` replays it from then on.
+fuzz: venv
+	$(BIN)/pytest -m hypothesis --hypothesis-profile=fuzz $(PYTEST_ARGS)
 
 # The whole pipeline end to end on the embedded defaults; the demo starts and stops the broker itself.
 demo: venv jars

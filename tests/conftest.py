@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import pytest
+from hypothesis import HealthCheck, settings
+from properties import FUZZ, FUZZ_FACTOR
 
 from runtime import kafka_local
 from runtime.config import Settings, load_settings
@@ -21,6 +23,16 @@ if TYPE_CHECKING:
 KAFKA_IMAGE = "confluentinc/cp-kafka:7.9.0"  # Kafka 3.9, the broker version `make jars` fetches
 AEROSPIKE_IMAGE = "aerospike/aerospike-server:8.1.2.3"
 NO_AEROSPIKE = "no Aerospike server: set AEROSPIKE_HOSTS=host:port or install Docker"
+
+# Hypothesis profiles (README, Tests). None has a timing check (no deadline, no too_slow health check), so no
+# verdict depends on the machine's load. `ci` (CI set, as `make test` does) is derandomized without an example
+# database: the same examples on every run. `fuzz` (`make fuzz`, through --hypothesis-profile) explores with random
+# seeds and `FUZZ_FACTOR` times the examples. `dev` (anything else) is random and replays failures from .hypothesis/.
+_UNTIMED = settings(settings.get_profile("default"), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", _UNTIMED, derandomize=True, database=None, print_blob=True)
+settings.register_profile(FUZZ, _UNTIMED, max_examples=FUZZ_FACTOR * _UNTIMED.max_examples, print_blob=True)
+settings.register_profile("dev", _UNTIMED)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @functools.cache

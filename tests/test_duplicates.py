@@ -16,6 +16,7 @@ import pytest
 from driver_feed import fed
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from properties import examples
 
 from batch.backfill import backfill
 from batch.eventlog import EVENT_SCHEMA, to_messages, write_events
@@ -83,7 +84,7 @@ def pit(events: list[EventTuple]) -> list[tuple]:
     return [(*e, f"t-{e[1]}", 4.0, 1.2, 15.0, 4.8, None) for e in events]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(data=st.data())
 def test_repeated_ids_in_any_order_fold_like_the_batch_paths(data: st.DataObject) -> None:
     log = data.draw(logs_with_repeated_ids())
@@ -98,7 +99,7 @@ def test_repeated_ids_in_any_order_fold_like_the_batch_paths(data: st.DataObject
     assert [example[:2] for example in driver_examples(pit(arrival))] == [(f"t-{e[1]}", e[0]) for e in offers]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(data=st.data())
 def test_duplicates_of_final_events_are_duplicates_not_late(data: st.DataObject) -> None:
     log = fold_order(data.draw(logs_with_repeated_ids()))

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from properties import examples
 
 from features.derive import (
     HOUR_MS,
@@ -39,7 +40,7 @@ def _same(left: list[float], right: list[float]) -> bool:
     return all(a == b or (math.isnan(a) and math.isnan(b)) for a, b in zip(left, right, strict=True))
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(records, min_size=1, max_size=20), st.integers(AT_MS - DAY_MS, AT_MS + DAY_MS),
        st.floats(0, 60), st.floats(1, 5), st.floats(1, 4), st.floats(1, 120))
 @example([{"da_trips_day": 3}], AT_MS, 1.0, 4.5, 1.0, 10.0)  # trips without a day: absent, not zero

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
+from properties import examples
 from scorer_helpers import driver_record, make_model, save_model
 from strategies import (
     json_values,
@@ -52,7 +53,7 @@ from scorer.service import Incoming, Origin, Scorer
 from streaming.driver_state import advance, source_tag
 from streaming.parse import RAW_COLUMNS, KafkaEvent, event_times, parse
 
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[
+FUZZ = settings(max_examples=examples(300), deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example])
 NESTED = b"[" * 100_000 + b"]" * 100_000  # RecursionError inside the JSON decoder
 LONE_SURROGATE_ID = b'{"event_id": "\\ud800", "event_type": "shift_started", "ts": 0, "driver_id": "d"}'

@@ -26,6 +26,7 @@ import pytest
 import re2
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from properties import examples
 from strategies import (
     contract_texts,
     ids,
@@ -58,7 +59,7 @@ from schemas.strict_json import INTEGER_SIZE, KEY_NOT_UNICODE, LONE_SURROGATE, N
 from schemas.timestamps import check_ts
 
 TESTS = Path(__file__).resolve().parent
-PER_CONTRACT = 2_550  # generated values per message type: with the fixed examples, over 10,000 in all
+PER_CONTRACT = examples(2_550)  # generated values per message type: with the fixed examples, over 10,000 in all
 RULES = {
     "duplicate candidate": "unique_candidates",
     NOT_FINITE: "finite_numbers", LONE_SURROGATE: "unicode_strings", KEY_NOT_UNICODE: "unicode_strings",
@@ -278,6 +279,7 @@ def test_the_documented_rules_are_in_the_readme_and_the_spec() -> None:
     assert all(f"`{rule}`" in text for rule in INEXPRESSIBLE for text in documents)
 
 
+@pytest.mark.hypothesis  # drawn by hypothesis, so `make fuzz` runs it with random seeds
 def test_jsonschema_agrees_but_for_the_documented_rules(corpus: dict[str, list[bytes]],
                                                         ours: dict[str, list[Decoded]], report: ParityReport) -> None:
     everything: Counter[str] = Counter()
@@ -309,6 +311,7 @@ def ajv_accepts(corpus: dict[str, list[bytes]]) -> dict[str, list[bool]]:
     return {name: [next(verdicts) == "valid" for _ in raws] for name, raws in corpus.items()}
 
 
+@pytest.mark.hypothesis  # drawn by hypothesis, so `make fuzz` runs it with random seeds
 @pytest.mark.skipif(_node_and_ajv() is not None, reason=_node_and_ajv() or "")
 def test_ajv_agrees_but_for_the_documented_rules(corpus: dict[str, list[bytes]], ours: dict[str, list[Decoded]],
                                                  report: ParityReport) -> None:
@@ -367,6 +370,7 @@ def _strings(value: Any) -> set[str]:
     return set()
 
 
+@pytest.mark.hypothesis  # drawn by hypothesis, so `make fuzz` runs it with random seeds
 def test_re2_and_python_match_every_pattern_alike_on_the_corpus(corpus: dict[str, list[bytes]]) -> None:
     """Every string of the corpus against every pattern. The one difference allowed is Python's `$` before a final
     line feed, which the schemas' `not: {pattern: "\\n$"}` beside each anchored pattern refuses in every engine."""

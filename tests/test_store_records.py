@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from properties import examples
 
 from featurestore.base import BadInput, feature_matrix
 from featurestore.records import check_bin_names, check_record, prepare
@@ -54,7 +55,7 @@ def _number(value: Any) -> float | None:
         return None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.lists(cell, min_size=3, max_size=3), max_size=6))
 @example([[1, None, 2.5], ["x", 1, 1], [[1], 2, 3]])
 def test_feature_matrix_keeps_each_row_in_place_and_marks_the_unreadable(rows: list[list[Any]]) -> None:
