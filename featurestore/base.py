@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import reprlib
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -80,7 +83,7 @@ class FeatureMatrix(NamedTuple):
 
     values: np.ndarray  # float64, one column per requested bin, NaN where absent or there is no record
     now_ms: int  # when the store read
-    unreadable: tuple[int, ...]  # rows whose record holds a value that is not a number (all NaN here)
+    unreadable: tuple[int, ...]  # rows whose record holds a value that is not a finite number (all NaN here)
 
     def rows(self, start: int, end: int) -> FeatureMatrix:
         """Rows `start` to `end - 1`, as the read of just their ids."""
@@ -94,17 +97,65 @@ def check_numeric_bins(bins: Sequence[str]) -> None:
         raise BadInput(f"bins {listed} hold lists or bytes, not numbers: read them with read()")
 
 
+_PLAIN_CELLS = frozenset({int, float, type(None)})  # what the stores return for numeric bins
+_NUMBER_TYPES = (int, float, np.integer, np.floating)
+
+
+def is_number(value: Any) -> bool:
+    """Whether a stored value is a number: an int or a float (numpy's too), not a bool, a string or a list."""
+    return isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool)
+
+
+def stored_float(value: Any) -> float:
+    """A stored numeric value as a float, NaN when absent (None or NaN); ValueError for anything the store never
+    writes there: a string, a bool, a list (even of one number), an infinity."""
+    if value is None:
+        return math.nan
+    if isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:  # an int beyond float range
+            number = math.inf
+        if number - number == 0.0 or number != number:  # finite, or NaN (absent)
+            return number
+    raise ValueError(f"{type(value).__name__} {reprlib.repr(value)} is not a finite number")
+
+
+def record_floats(bins: Mapping[str, Any], names: Sequence[str]) -> list[float]:
+    """Bins `names` of one record as floats, NaN where absent; BadInput naming the first that `stored_float`
+    refuses."""
+    values = [bins.get(name) for name in names]
+    if _PLAIN_CELLS.issuperset(map(type, values)):  # the usual case, in one pass
+        try:
+            numbers = [math.nan if value is None else float(value) for value in values]
+        except OverflowError:
+            numbers = [math.inf]
+        if not any(map(math.isinf, numbers)):
+            return numbers
+    out = []
+    for name, value in zip(names, values, strict=True):
+        try:
+            out.append(stored_float(value))
+        except ValueError as exc:
+            raise BadInput(f"bin {name!r}: {exc}") from None
+    return out
+
+
 def feature_matrix(rows: Sequence[Sequence[Any]], width: int, read_ms: int) -> FeatureMatrix:
-    """`rows` of bin values (None where absent) as a `FeatureMatrix`; a row with a non-number is `unreadable`."""
-    try:  # the usual case, in one C pass
-        return FeatureMatrix(np.array(rows, dtype=np.float64).reshape(len(rows), width), read_ms, ())
-    except (TypeError, ValueError, OverflowError):
-        pass
+    """`rows` of bin values (None where absent) as a `FeatureMatrix`; a row with a value that `stored_float`
+    refuses is `unreadable`."""
+    if _PLAIN_CELLS.issuperset(map(type, chain.from_iterable(rows))):  # the usual case, in C
+        try:
+            values = np.array(rows, dtype=np.float64).reshape(len(rows), width)
+        except OverflowError:  # an int beyond float range
+            values = None
+        if values is not None and not np.isinf(values).any():
+            return FeatureMatrix(values, read_ms, ())
     values, unreadable = np.full((len(rows), width), np.nan), []
     for i, row in enumerate(rows):
         try:
-            values[i] = np.array(row, dtype=np.float64)
-        except (TypeError, ValueError, OverflowError):
+            values[i] = [stored_float(value) for value in row]
+        except ValueError:
             unreadable.append(i)
     return FeatureMatrix(values, read_ms, tuple(unreadable))
 

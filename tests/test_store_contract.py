@@ -21,13 +21,14 @@ from tcp_proxy import TcpProxy
 
 import featurestore.aerospike
 import featurestore.sqlite
+from features.derive import model_features
 from features.fold import DriverState
 from featurestore.aerospike import AerospikeStore, parse_hosts
 from featurestore.base import NO_RECORD, BadInput, Current, OnlineStore, StoreError, StoreTimeout, StoreUnavailable
 from featurestore.metadata import Dataset, Feature, FeatureGroup, MetadataRecord, register_feature_metadata
 from featurestore.sqlite import SQLiteStore
 from runtime.config import Settings, load_settings
-from schemas.features import BIN_NAMES, BINS, SERVED_BINS, STREAM_STATE_BIN
+from schemas.features import BIN_NAMES, BINS, RECORD_SET, SERVED_BINS, STREAM_STATE_BIN
 
 TEST_SET_PREFIX = "test-"  # Aerospike tests use their own sets; ids are unique per test and deleted afterwards
 READ_BINS = (*SERVED_BINS, "_event_ms")
@@ -177,6 +178,36 @@ def test_matrix_read_holds_the_same_records_as_the_read(store: OnlineStore,
         store.read_matrix([full], ("da_resp_1h",))
     with pytest.raises(BadInput, match="ds_bogus.*unknown bin"):
         store.read_matrix([full], ("ds_total_trips", "ds_bogus"))
+
+
+NOT_NUMBERS = {  # values another writer (or a hand edit) can leave in a numeric bin; the write path refuses them
+    "sqlite": {"text": "inf", "blob": b"0.5", "JSON list": "[0.5]", "infinity": math.inf},
+    "aerospike": {"one-element list": [0.5], "numeric string": "0.5", "bytes": bytearray(b"0.5"), "infinity": math.inf},
+}
+
+
+def plant(store: OnlineStore, entity_id: str, name: str, value: Any) -> None:
+    """Put `value` in one bin of a stored record behind the store's back."""
+    if isinstance(store, SQLiteStore):
+        with contextlib.closing(sqlite3.connect(store.path)) as conn, conn:
+            conn.execute(f'UPDATE "{RECORD_SET}" SET "{name}" = ? WHERE entity_id = ?', (value, entity_id))
+    else:
+        store.client().put((store.namespace, store.record_set, entity_id), {name: value})
+
+
+def test_a_bin_holding_no_number_makes_its_record_unreadable(store: OnlineStore,
+                                                             new_ids: Callable[[int], list[str]]) -> None:
+    values = NOT_NUMBERS[store.backend]
+    good, ghost, *planted = new_ids(2 + len(values))
+    store.write([(driver, FULL) for driver in (good, *planted)])
+    for driver, value in zip(planted, values.values(), strict=True):
+        plant(store, driver, "ds_decl_rate", value)
+    read = store.read_matrix([good, *planted, ghost], READ_BINS)
+    assert read.unreadable == tuple(range(1, 1 + len(planted))), list(values)
+    assert np.isnan(read.values[1:]).all() and read.values[0, READ_BINS.index("ds_decl_rate")] == FULL["ds_decl_rate"]
+    for row in store.read(planted, READ_BINS):  # `tripscore features get` reads the same records through `read`
+        with pytest.raises(BadInput, match="bin 'ds_decl_rate': .* is not a finite number"):
+            model_features(row.bins, row.now_ms, 1.0, 4.5, 1.0, 10.0)
 
 
 def test_read_selects_only_requested_bins(store: OnlineStore, new_ids: Callable[[int], list[str]]) -> None:

@@ -42,22 +42,32 @@ def test_bin_name_check_is_cached_and_strict() -> None:
 
 
 cell = st.one_of(st.none(), st.integers(-(2**70), 2**70), st.floats(), st.booleans(), st.text(max_size=3),
-                 st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=1), st.integers(), max_size=1))
+                 st.sampled_from(["1.5", "inf", "nan"]), st.binary(max_size=2), st.lists(st.integers(), max_size=2),
+                 st.lists(st.lists(st.integers(), max_size=1), max_size=1),
+                 st.dictionaries(st.text(max_size=1), st.integers(), max_size=1))
 
 
 def _number(value: Any) -> float | None:
-    """The float a cell stands for, or None when it is not a number (NaN for an absent cell)."""
+    """The float a stored cell stands for (NaN when absent), or None where the store never writes such a value in a
+    numeric bin: anything but an int or a float (a numeric string, a bool, a one-element list), or an infinity."""
     if value is None:
         return math.nan
-    try:
-        return float(np.float64(value)) if not isinstance(value, list | dict) else None
-    except (TypeError, ValueError, OverflowError):
+    if type(value) not in (int, float):
         return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return None if math.isinf(number) else number
 
 
 @settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.lists(cell, min_size=3, max_size=3), max_size=6))
 @example([[1, None, 2.5], ["x", 1, 1], [[1], 2, 3]])
+@example([[[0], [0], [0]]])  # found: one-element lists read as the numbers 0.0 (issue 29)
+@example([[[[0]], [[1]], [[2]]], [1, 2, 3]])
+@example([["1.5", b"1", True], [1, 2, 3]])  # numpy turns each of these into a number
+@example([[math.inf, 1, 2], [2**1100, 0, 0], [math.nan, 0, 0]])
 def test_feature_matrix_keeps_each_row_in_place_and_marks_the_unreadable(rows: list[list[Any]]) -> None:
     read = feature_matrix(rows, 3, 7)
     assert read.values.shape == (len(rows), 3) and read.values.dtype == np.float64 and read.now_ms == 7
