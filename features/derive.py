@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from features.fold import DAY_MS
+from featurestore.base import record_floats
 from schemas.features import MODEL_FEATURES, SERVED_BINS
 from schemas.messages import FEATURE_STATUSES
 
@@ -69,9 +70,9 @@ def status_codes(stored: np.ndarray, at_ms: int, max_age_ms: float) -> np.ndarra
 
 
 def store_features(bins: Mapping[str, Any], at_ms: int) -> list[float]:
-    """The 7 store-derived features of one record at `at_ms`; NaN where a bin is absent."""
-    values = [NAN if (value := bins.get(name)) is None else float(value) for name in _ARGUMENTS]
-    return list(_store_features(*values, at_ms, _NUMBERS))
+    """The 7 store-derived features of one record at `at_ms`; NaN where a bin is absent, BadInput where a bin holds
+    something else than a number (as the scorer's matrix marks that record unreadable)."""
+    return list(_store_features(*record_floats(bins, _ARGUMENTS), at_ms, _NUMBERS))
 
 
 def model_features(
@@ -102,7 +103,7 @@ def model_feature_columns(stored: np.ndarray, at_ms: Value, pickup_eta_min: Valu
 
 def record_status(bins: Mapping[str, Any] | None, at_ms: int, max_age_ms: float) -> str:
     """`missing` (no record), `stale` (older than max_age_ms), `partial` (a served bin absent) or `present`."""
-    event_ms = NAN if not bins or (event := bins.get("_event_ms")) is None else float(event)
+    event_ms = record_floats(bins, ("_event_ms",))[0] if bins else NAN
     any_absent = bool(bins) and None in map(bins.get, SERVED_BINS)
     return FEATURE_STATUSES[_status(event_ms, any_absent, at_ms, max_age_ms, _NUMBERS)]
 

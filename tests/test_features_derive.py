@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from properties import examples
@@ -20,7 +21,7 @@ from features.derive import (
     status_codes,
 )
 from features.fold import DAY_MS
-from featurestore.base import records_matrix
+from featurestore.base import BadInput, records_matrix
 from schemas.messages import FEATURE_STATUSES
 
 AT_MS = 20_000 * DAY_MS + 8 * HOUR_MS  # 08:00 UTC, a peak hour
@@ -32,8 +33,10 @@ bin_values = {
     "_event_ms": st.integers(AT_MS - 3 * DAY_MS, AT_MS + HOUR_MS),
 }
 numbers = st.one_of(st.integers(0, 10_000), st.floats(0, 5, allow_nan=False))
-records = st.one_of(st.none(), st.fixed_dictionaries({}, optional={
-    name: bin_values.get(name, numbers) for name in STORED_COLUMNS}))
+record_bins = st.fixed_dictionaries({}, optional={name: bin_values.get(name, numbers) for name in STORED_COLUMNS})
+records = st.one_of(st.none(), record_bins)
+not_numbers = st.sampled_from([[0], [0.5], "0.5", "inf", True, b"1", math.inf, -math.inf, 2**1100, {"n": 1}])
+"""Values the store never writes in a numeric bin, each of which Python or numpy would turn into a number."""
 
 
 def _same(left: list[float], right: list[float]) -> bool:
@@ -54,6 +57,21 @@ def test_one_record_and_a_column_of_records_derive_alike(bins: list[dict[str, An
     for record, row, code in zip(bins, columns, codes, strict=True):
         assert _same(model_features(record, at_ms, eta, rider, surge, duration), row.tolist())
         assert record_status(record, at_ms, MAX_AGE_MS) == FEATURE_STATUSES[code]
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(record_bins, st.sampled_from(STORED_COLUMNS), not_numbers)
+@example({}, "ds_decl_rate", [0])  # a one-element list read as its number (issue 29)
+@example({}, "_event_ms", "1717401600000")
+def test_a_bin_holding_no_number_makes_the_record_unreadable_on_both_paths(bins: dict[str, Any], name: str,
+                                                                           value: Any) -> None:
+    record = {**bins, name: value}
+    assert records_matrix([record, None, bins], STORED_COLUMNS, 0).unreadable == (0,)
+    with pytest.raises(BadInput, match=f"bin '{name}': .* is not a finite number"):
+        if name == "_event_ms":
+            record_status(record, AT_MS, MAX_AGE_MS)
+        else:
+            model_features(record, AT_MS, 1.0, 4.5, 1.0, 10.0)
 
 
 def test_the_rules_read_the_record_as_spec_says() -> None:
