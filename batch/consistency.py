@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from features.fold import DriverState, fold_order
 from featurestore import open_store
-from featurestore.base import OnlineStore
+from featurestore.base import OnlineStore, is_number
 from runtime.config import load_settings
 from schemas.features import FOLD_BINS
 
@@ -57,14 +57,26 @@ class ConsistencyReport:
 
 
 def same_value(offline: Any, online: Any) -> bool:
-    """Equality with a relative tolerance for floats and element-wise for lists."""
+    """Whether a stored value is the recomputed one: numbers alike (floats within a relative 1e-9), lists item by
+    item (an absent list as an empty one); a stored value of another kind (a string, a bool, a list where a number
+    belongs, a number where a list belongs) never is."""
     if isinstance(offline, list) or isinstance(online, list):
-        return list(offline or []) == list(online or [])
+        offline, online = ([] if offline is None else offline), ([] if online is None else online)
+        return (isinstance(offline, list) and isinstance(online, list) and len(offline) == len(online)
+                and all(map(same_value, offline, online)))
+    if offline is None or online is None:
+        return offline is online
+    if not (is_number(offline) and is_number(online)):
+        return False
     if isinstance(offline, float) or isinstance(online, float):
-        if offline is None or online is None:
-            return offline is online
-        return math.isclose(float(offline), float(online), rel_tol=1e-9, abs_tol=1e-12)
+        return math.isclose(offline, online, rel_tol=1e-9, abs_tol=1e-12)
     return offline == online
+
+
+def stored_version(online: Mapping[str, Any]) -> tuple[int, int] | None:
+    """The record's (`_event_ms`, `_n_events`), or None when either is not an int."""
+    version = online.get("_event_ms"), online.get("_n_events", 0)
+    return version if all(isinstance(v, int) and not isinstance(v, bool) for v in version) else None
 
 
 def event_log(paths: Sequence[Path]) -> ds.Dataset:
@@ -93,13 +105,15 @@ def compare_record(offline: Mapping[str, Any], online: Mapping[str, Any]) -> lis
 
 def completeness(online: Mapping[str, Any], logged: Sequence[tuple]) -> dict[str, Any] | None:
     """Where the record stands against the log (`logged`: the driver's events in `fold_order`): None when its
-    (`_event_ms`, `_n_events`) equal the log's (latest event time, event count), else `behind` or `ahead`."""
-    stored = (int(online["_event_ms"]), int(online.get("_n_events", 0)))
+    (`_event_ms`, `_n_events`) equal the log's (latest event time, event count), else `behind` or `ahead`, or
+    `unreadable` when they are not ints."""
+    stored = stored_version(online)
     log = (logged[-1][0], len(logged)) if logged else (-1, 0)
     if stored == log:
         return None
-    return {"store": "behind" if stored < log else "ahead",
-            "_event_ms": {"log": log[0], "store": stored[0]}, "_n_events": {"log": log[1], "store": stored[1]}}
+    return {"store": "unreadable" if stored is None else "behind" if stored < log else "ahead",
+            "_event_ms": {"log": log[0], "store": online.get("_event_ms")},
+            "_n_events": {"log": log[1], "store": online.get("_n_events", 0)}}
 
 
 def check_consistency(
@@ -116,7 +130,8 @@ def check_consistency(
             continue
         report.drivers += 1
         logged = fold_order(events[row.entity_id])
-        upto = int(row.bins["_event_ms"])
+        version = stored_version(row.bins)
+        upto = version[0] if version else math.inf  # unreadable: the whole log, and `_event_ms` mismatches
         offline = DriverState().apply_all(e for e in logged if e[0] <= upto).to_bins()
         bad = compare_record(offline, row.bins)
         report.mismatches.update(bad)
@@ -155,7 +170,7 @@ def run(args: argparse.Namespace) -> int:
         "mismatch_rates": {k: v for k, v in report.rates().items() if v > 0},
         "examples": report.examples,
     }
-    print(json.dumps(summary, indent=None if args.json else 2))
+    print(json.dumps(summary, indent=None if args.json else 2, default=repr))  # repr: a stored value JSON lacks
     if report.drivers == 0:
         print("no sampled driver has a record in the store")
         return 2

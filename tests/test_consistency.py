@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
 from batch.backfill import backfill
-from batch.consistency import check_consistency
+from batch.consistency import check_consistency, same_value
 from batch.eventlog import EVENT_SCHEMA, write_events
 from batch.pointintime import RECORD_BINS
 from features.fold import fold
 from featurestore import open_store
 from runtime.config import Settings, load_settings
+from schemas.features import RECORD_SET
 from tripscore.cli import main
 
 MIN = 60_000
@@ -68,6 +72,29 @@ def test_records_behind_and_ahead_of_the_log_are_reported(world) -> None:
         "_n_events": {"log": 6, "store": 4}}}
     assert by_driver["injected"]["completeness"]["store"] == "ahead"
     assert set(by_driver) == {"lost-tail", "injected"}  # `copies` counts its duplicated events once
+
+
+@pytest.mark.parametrize(("offline", "online", "same"), [
+    (0.5, 0.5 + 1e-12, True), (3, 3.0, True), ([1, 0], [1, 0], True), ([], None, True), (None, None, True),
+    (0.5, [0.5], False),  # a one-element list is not its number
+    (0.5, "0.5", False), (0.5, b"0.5", False), (1, True, False), ([1, 0], [True, False], False),
+    ([1, 0], [1, 0, 0], False), ([], "", False), (2, [2], False), ([2], 2, False), (0.5, None, False),
+])
+def test_a_stored_value_matches_only_a_number_or_list_like_the_recomputed_one(offline: Any, online: Any,
+                                                                               same: bool) -> None:
+    assert same_value(offline, online) is same
+
+
+def test_stored_values_that_are_not_numbers_are_mismatches_not_crashes(world) -> None:
+    settings, events = world
+    with contextlib.closing(sqlite3.connect(settings.sqlite_file)) as conn, conn:  # behind the store's back
+        conn.execute(f'UPDATE "{RECORD_SET}" SET ds_decl_rate = ? WHERE entity_id = ?', (b"0.5", "complete"))
+        conn.execute(f'UPDATE "{RECORD_SET}" SET _event_ms = ? WHERE entity_id = ?', ("soon", "copies"))
+    report = check_consistency(open_store(settings), events, ["complete", "copies"])
+    assert report.drivers == 2 and report.mismatches == {"ds_decl_rate": 1, "_event_ms": 1}
+    by_driver = {example["driver_id"]: example for example in report.examples}
+    assert by_driver["complete"]["ds_decl_rate"] == {"offline": 0.5, "online": b"0.5"}
+    assert by_driver["copies"]["completeness"]["store"] == "unreadable"
 
 
 @pytest.mark.spark
