@@ -15,8 +15,10 @@ rule; every path calls it or, in streaming, keeps to it event by event (`fold_be
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
+
+from featurestore.base import BadInput, stored_float, stored_int
 
 DAY_MS = 86_400_000
 GAP_MS = 30 * 60_000  # a gap this long between a driver's events resets the consecutive-trip streak
@@ -191,22 +193,37 @@ class DriverState:
 
     @classmethod
     def from_bins(cls, bins: Mapping[str, Any]) -> DriverState:
-        """Resume the fold from a stored record."""
+        """Resume the fold from a stored record; BadInput naming the bin when one holds a value of another kind."""
+
+        def stored(name: str, default: Any, convert: Callable[[Any], Any] = stored_int) -> Any:
+            value = bins.get(name)
+            try:
+                return default if value is None else convert(value)
+            except ValueError as exc:
+                raise BadInput(f"bin {name!r}: {exc}") from None
+
         state = cls()
-        state.n_accept = int(bins.get("ds_n_accept", 0))
-        state.n_decline = int(bins.get("ds_n_decline", 0))
-        state.n_rated = int(bins.get("ds_n_rated", 0))
-        state.rating_sum = float(bins.get("ds_rating_sum", 0.0))
-        state.total_trips = int(bins.get("ds_total_trips", 0))
-        state.day = int(bins.get("da_day", -1))
-        state.trips_day = int(bins.get("da_trips_day", 0))
-        state.shift_start = int(bins.get("da_shift_start", 0))
-        state.consec = int(bins.get("da_consec_trips", 0))
-        flat = list(bins.get("da_resp_1h") or [])
-        state.responses = [(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat) - 1, 2)]
-        state.event_ms = int(bins.get("_event_ms", -1))
-        state.n_events = int(bins.get("_n_events", 0))
+        state.n_accept = stored("ds_n_accept", 0)
+        state.n_decline = stored("ds_n_decline", 0)
+        state.n_rated = stored("ds_n_rated", 0)
+        state.rating_sum = stored("ds_rating_sum", 0.0, stored_float)
+        state.total_trips = stored("ds_total_trips", 0)
+        state.day = stored("da_day", -1)
+        state.trips_day = stored("da_trips_day", 0)
+        state.shift_start = stored("da_shift_start", 0)
+        state.consec = stored("da_consec_trips", 0)
+        flat = stored("da_resp_1h", [], _int_list)
+        state.responses = [(flat[i], flat[i + 1]) for i in range(0, len(flat) - 1, 2)]
+        state.event_ms = stored("_event_ms", -1)
+        state.n_events = stored("_n_events", 0)
         return state
+
+
+def _int_list(value: Any) -> list[int]:
+    """A stored list of ints; ValueError for anything else."""
+    if not isinstance(value, list):
+        raise ValueError(f"{type(value).__name__} is not a list")
+    return [stored_int(item) for item in value]
 
 
 def fold(events: Iterable[EventTuple], state: DriverState | None = None) -> DriverState:

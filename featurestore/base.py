@@ -121,6 +121,13 @@ def stored_float(value: Any) -> float:
     raise ValueError(f"{type(value).__name__} {reprlib.repr(value)} is not a finite number")
 
 
+def stored_int(value: Any) -> int:
+    """A stored int bin's value; ValueError for anything else (a float, a string, a bool, a list)."""
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    raise ValueError(f"{type(value).__name__} {reprlib.repr(value)} is not an int")
+
+
 def record_floats(bins: Mapping[str, Any], names: Sequence[str]) -> list[float]:
     """Bins `names` of one record as floats, NaN where absent; BadInput naming the first that `stored_float`
     refuses."""
