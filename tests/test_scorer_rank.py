@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -133,14 +134,28 @@ def test_same_request_and_state_give_the_same_ranking(store):
 
 
 class FakeStore(OnlineStore):
-    """A store whose reads raise, stall or return given records: the isolated failure modes of the feature read."""
+    """A store whose reads raise, stall, hang (`freeze`) or return given records: the isolated failure modes of the
+    feature read."""
 
     backend = "fake"
+    FROZEN_S = 60.0  # a frozen read returns after this at the latest: far beyond every deadline tested
 
     def __init__(self, sleep_s: float = 0.0, fail: bool = False, records: dict | None = None) -> None:
         self.sleep_s, self.fail, self.records = sleep_s, fail, records or {}
+        self.reads = 0
+        self._thawed = threading.Event()
+        self._thawed.set()
+
+    def freeze(self) -> None:
+        """Reads from now on hang until `thaw`."""
+        self._thawed.clear()
+
+    def thaw(self) -> None:
+        self._thawed.set()
 
     def read(self, entity_ids, bins):
+        self.reads += 1
+        self._thawed.wait(self.FROZEN_S)
         time.sleep(self.sleep_s)
         if self.fail:
             raise StoreError("boom")
@@ -176,18 +191,22 @@ class FakeStore(OnlineStore):
 
 @pytest.mark.parametrize("mode", ["executor", "inline"])
 def test_store_errors_and_deadline_fall_back_within_budget(mode):
-    async def read(store: OnlineStore) -> tuple[object, float]:
+    async def read(store: FakeStore, freeze: bool = False) -> tuple[object, float]:
         reader = FeatureReader(store, deadline_ms=20, mode=mode)
+        if freeze:
+            store.freeze()  # after the pool's warm-up reads
         started = time.perf_counter()
         result = await reader.read(["a", "b"])
+        elapsed = time.perf_counter() - started
+        store.thaw()
         reader.close()
-        return result, time.perf_counter() - started
+        return result, elapsed
 
     assert asyncio.run(read(FakeStore(fail=True)))[0] == STORE_ERROR
-    result, elapsed = asyncio.run(read(FakeStore(sleep_s=0.2)))
-    assert result == STORE_TIMEOUT
-    if mode == "executor":  # the loop is not blocked: the answer comes at the deadline, not after the read
-        assert elapsed < 0.1
+    result, elapsed = asyncio.run(read(FakeStore(sleep_s=0.2), freeze=mode == "executor"))
+    assert result == STORE_TIMEOUT  # inline: the read took 0.2 s, past the deadline
+    if mode == "executor":  # the loop is not blocked: the answer comes at the deadline, not when the frozen read ends
+        assert elapsed < FakeStore.FROZEN_S / 10, elapsed
     assert isinstance(read_features(FakeStore(), ["a"], 1.0), FeatureMatrix)
 
 
@@ -198,7 +217,9 @@ def settings_for(tmp_path: Path, **overrides) -> Settings:
 
 def test_service_answers_slow_store_distance_only_and_malformed_with_error(tmp_path):
     save_model(tmp_path / "models", make_model("trip_decline_risk_lr_v1"))
-    scorer = Scorer(settings_for(tmp_path), FakeStore(sleep_s=0.2))
+    store = FakeStore()
+    scorer = Scorer(settings_for(tmp_path), store)
+    store.freeze()
     origin = Origin("score-requests", 0, 7)
 
     async def run():
@@ -210,11 +231,12 @@ def test_service_answers_slow_store_distance_only_and_malformed_with_error(tmp_p
         return good, elapsed, bad, garbage
 
     good, elapsed, bad, garbage = asyncio.run(run())
+    store.thaw()
     scorer.close()
     response = json.loads(good.value)
     assert (response["strategy"], response["reason"]) == ("distance_only", STORE_TIMEOUT)
     assert response["model_version"] == "trip_decline_risk_lr_v1" and good.key == b"ok-1"
-    assert elapsed < 0.1
+    assert elapsed < FakeStore.FROZEN_S / 10, elapsed  # at the 20 ms deadline, not when the frozen read ends
     assert [o.topic for o in bad] == ["risk-scores", "trip-events-dlq"]
     error = json.loads(bad[0].value)
     assert (error["request_id"], error["strategy"], bad[0].key) == ("bad-1", "error", b"bad-1")
