@@ -91,7 +91,8 @@ async def _answer(app: faust.App, stream: faust.StreamT, handle: BatchHandler, e
     """Produce the answers of a batch; each request is acked when the broker has all of its answers."""
     received = time.perf_counter()
     answers = await _handle_guarded(handle, [Incoming(event.value, event.key, Origin(
-        event.message.topic, event.message.partition, event.message.offset)) for event in events])
+        event.message.topic, event.message.partition, event.message.offset), event.message.time_in)
+        for event in events])  # time_in: Faust's monitor stamps each message with time.monotonic() on arrival
     for event, outgoing in zip(events, answers, strict=True):
         if outgoing is None:
             continue

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -17,6 +18,7 @@ log = logging.getLogger(__name__)
 
 READ_MODES = ("auto", "executor", "inline")
 INLINE_BACKENDS = frozenset({"sqlite"})  # local, sub-ms, CPU-bound reads: a thread hop only adds GIL waits
+READ_HISTORY = 256  # the last reads kept to tell how long a waiting request has waited for the store
 
 
 def read_features(store: OnlineStore, driver_ids: Sequence[str], deadline_s: float) -> FeatureMatrix | str:
@@ -46,13 +48,17 @@ def resolve_mode(mode: str, backend: str) -> str:
 
 
 class FeatureReader:
-    """Reads in a thread pool awaited with a timeout (`executor`), or in the loop's own thread (`inline`)."""
+    """Reads in a thread pool awaited with a timeout (`executor`), or in the loop's own thread (`inline`).
+
+    The deadline holds per request: a request that waited behind earlier reads (a frozen store's, up to the
+    deadline) has only what is left of it for its own (`budget`)."""
 
     def __init__(self, store: OnlineStore, deadline_ms: float, mode: str = "auto", threads: int = 4) -> None:
         self.store = store
         self.deadline_s = deadline_ms / 1000.0
         self.mode = mode = resolve_mode(mode, store.backend)
         self._pool: ThreadPoolExecutor | None = None
+        self._reads: deque[tuple[float, float]] = deque(maxlen=READ_HISTORY)  # (started, ended), time.monotonic
         if mode == "inline":
             self._warm_up()
         else:
@@ -64,16 +70,32 @@ class FeatureReader:
         """Open this thread's store connection with a throwaway read."""
         read_features(self.store, ["warm-up"], 60.0)
 
-    async def read(self, driver_ids: Sequence[str]) -> FeatureMatrix | str:
-        """The records of `driver_ids` in order, or `store_error` / `store_timeout`."""
-        if self._pool is None:
-            return read_features(self.store, driver_ids, self.deadline_s)
-        job = asyncio.get_running_loop().run_in_executor(self._pool, read_features, self.store, driver_ids,
-                                                         self.deadline_s)
+    def budget(self, arrived: float) -> float:
+        """Seconds left of the deadline of a request that reached the scorer at `arrived` (`time.monotonic`): the
+        deadline less the time this reader waited for the store since (exact with one actor, the default)."""
+        waited = 0.0
+        for started, ended in reversed(self._reads):
+            if ended <= arrived or waited >= self.deadline_s:
+                break
+            waited += ended - max(started, arrived)
+        return self.deadline_s - waited
+
+    async def read(self, driver_ids: Sequence[str], budget_s: float | None = None) -> FeatureMatrix | str:
+        """The records of `driver_ids` in order within `budget_s` (default: the whole deadline), or `store_error` /
+        `store_timeout`."""
+        timeout = self.deadline_s if budget_s is None else budget_s
+        started = time.monotonic()
         try:
-            return await asyncio.wait_for(job, self.deadline_s)
-        except TimeoutError:
-            return STORE_TIMEOUT
+            if self._pool is None:
+                return read_features(self.store, driver_ids, timeout)
+            job = asyncio.get_running_loop().run_in_executor(self._pool, read_features, self.store, driver_ids,
+                                                             timeout)
+            try:
+                return await asyncio.wait_for(job, timeout)
+            except TimeoutError:
+                return STORE_TIMEOUT
+        finally:
+            self._reads.append((started, time.monotonic()))
 
     def close(self) -> None:
         """Stop the pool without waiting for a hung read."""

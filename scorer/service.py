@@ -25,7 +25,7 @@ from schemas.messages import (
 from scorer import metrics
 from scorer.drift import DriftMonitor
 from scorer.model_watch import ActiveModel
-from scorer.rank import NO_AGES, SCORER_ERROR, Policy, Ranking, distance_only, rank_requests
+from scorer.rank import NO_AGES, SCORER_ERROR, STORE_TIMEOUT, Policy, Ranking, distance_only, rank_requests
 from scorer.reader import FeatureReader
 
 log = logging.getLogger(__name__)
@@ -52,11 +52,12 @@ class Origin:
 
 
 class Incoming(NamedTuple):
-    """One consumed input: its raw value, key and origin."""
+    """One consumed input: its raw value, key and origin, and when it reached the scorer."""
 
     raw: bytes | None
     key: bytes | None
     origin: Origin
+    arrived: float | None = None  # `time.monotonic()` at its arrival (Faust's `time_in`); None: when handled
 
 
 class Scorer:
@@ -83,27 +84,33 @@ class Scorer:
         self.drift.reset(model.score_histogram if model else {})
         metrics.set_model(self.active.version)
 
-    async def handle(self, raw: bytes | None, key: bytes | None, origin: Origin) -> list[Outgoing]:
+    async def handle(self, raw: bytes | None, key: bytes | None, origin: Origin,
+                     arrived: float | None = None) -> list[Outgoing]:
         """The response (plus a DeadLetter for a malformed request) to produce for one input; never raises."""
-        return (await self.handle_batch([Incoming(raw, key, origin)]))[0]
+        return (await self.handle_batch([Incoming(raw, key, origin, arrived)]))[0]
 
     async def handle_batch(self, inputs: Sequence[Incoming]) -> list[list[Outgoing]]:
         """The messages answering each input, in order: the valid requests share one store read and one model
         call; each input still gets its own answer (an `error` plus DeadLetter when it fails). Never raises."""
+        now = time.monotonic()
         decoded = [decode_score_request(incoming.raw) for incoming in inputs]
         valid = [request for request, _ in decoded if request is not None]
-        outcomes = iter(await self._score_guarded(valid) if valid else ())
+        arrived = [now if incoming.arrived is None else incoming.arrived
+                   for incoming, (request, _) in zip(inputs, decoded, strict=True) if request is not None]
+        outcomes = iter(await self._score_guarded(valid, arrived) if valid else ())
         return [self._answer(incoming, request, next(outcomes)) if request is not None else
                 self._reject(incoming, problems) for incoming, (request, problems) in zip(inputs, decoded, strict=True)]
 
-    async def _score_guarded(self, requests: list[dict[str, Any]]) -> list[dict[str, Any] | Exception]:
+    async def _score_guarded(self, requests: list[dict[str, Any]], arrived: list[float],
+                             ) -> list[dict[str, Any] | Exception]:
         """`score_batch`, or when it raises, each request scored alone: a bug costs only its own request."""
         try:
-            return await self.score_batch(requests)
+            return await self.score_batch(requests, arrived)
         except Exception as exc:  # the per-request guard: a bug answers this request, it never stops the agent
             if len(requests) == 1:
                 return [exc]
-            return [(await self._score_guarded([request]))[0] for request in requests]
+            return [(await self._score_guarded([request], [at]))[0]
+                    for request, at in zip(requests, arrived, strict=True)]
 
     def _answer(self, incoming: Incoming, request: dict[str, Any], outcome: dict[str, Any] | Exception,
                 ) -> list[Outgoing]:
@@ -118,7 +125,7 @@ class Scorer:
 
     def _reject(self, incoming: Incoming, problems: list[Problem]) -> list[Outgoing]:
         """An `error` answer (keyed by the request id when one can be read) and the input's DeadLetter."""
-        raw, key, origin = incoming
+        raw, key, origin = incoming.raw, incoming.key, incoming.origin
         request_id = _recover_request_id(raw) or (key or b"").decode("utf-8", "replace")
         metrics.DEAD_LETTERS.inc()
         metrics.RESPONSES_BY_STRATEGY["error"].inc()
@@ -130,14 +137,20 @@ class Scorer:
             Outgoing(self.settings.topic_score_dlq, key, encode(letter)),
         ]
 
-    async def score_batch(self, requests: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """The ScoreResponse of each validated request: one store read under the deadline for all their
-        candidates, one model call; fallbacks are per-request answers, never exceptions."""
+    async def score_batch(self, requests: Sequence[Mapping[str, Any]], arrived: Sequence[float] | None = None,
+                          ) -> list[dict[str, Any]]:
+        """The ScoreResponse of each validated request (which reached the scorer at `arrived`, `time.monotonic`;
+        default now): one store read for all their candidates within what is left of each one's deadline, one
+        model call; a request with nothing left falls back unread. Fallbacks are answers, never exceptions."""
         started = time.perf_counter()
         model = self.active.model  # one model for the whole batch, even if a reload lands meanwhile
-        read = await self.reader.read([c["driver_id"] for request in requests for c in request["candidates"]])
+        budgets = [self.reader.budget(at) for at in arrived] if arrived else [self.reader.deadline_s] * len(requests)
+        reading = [request for request, budget in zip(requests, budgets, strict=True) if budget > 0]
+        read = await self.reader.read([c["driver_id"] for request in reading for c in request["candidates"]],
+                                      min(budget for budget in budgets if budget > 0)) if reading else STORE_TIMEOUT
         read_done = time.perf_counter()
-        rankings = self._rank(requests, _split(read, requests), model)
+        reads = iter(_split(read, reading))
+        rankings = self._rank(requests, [next(reads) if budget > 0 else STORE_TIMEOUT for budget in budgets], model)
         done = time.perf_counter()
         same_model = model is self.active.model
         timings = {"features": _ms(read_done - started), "model": _ms(done - read_done), "total": _ms(done - started)}

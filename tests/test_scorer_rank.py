@@ -210,6 +210,42 @@ def test_store_errors_and_deadline_fall_back_within_budget(mode):
     assert isinstance(read_features(FakeStore(), ["a"], 1.0), FeatureMatrix)
 
 
+def test_a_request_waiting_behind_a_frozen_read_has_only_the_rest_of_its_deadline(tmp_path):
+    """Every request gets at most the deadline of store waiting, counted from its arrival: the read it waited behind
+    counts too. A frozen store costs each request the deadline once, not once per batch ahead of it."""
+    save_model(tmp_path / "models", make_model("trip_decline_risk_lr_v1"))
+    store = FakeStore(records=dict([driver_record("a", 0.9)]))
+    scorer = Scorer(settings_for(tmp_path, store_deadline_ms=1_000, scorer_read_mode="executor"), store)
+    deadline_s = scorer.reader.deadline_s
+    store.freeze()
+    store.reads = 0  # not the pool's warm-up reads
+
+    async def answer(request_id: str, arrived: float) -> tuple[dict, float]:
+        raw = encode(score_request(request_id, [("a", 1.0)]))
+        started = time.monotonic()
+        [[response]] = await scorer.handle_batch([Incoming(raw, None, Origin("score-requests", 0, 0), arrived)])
+        return json.loads(response.value), time.monotonic() - started
+
+    async def run() -> None:
+        first_arrived = time.monotonic()
+        first, _ = await answer("first", first_arrived)  # its read hangs: it falls back at the deadline
+        first_done = time.monotonic()
+        assert (first["reason"], store.reads) == (STORE_TIMEOUT, 1)
+        behind, waited_s = await answer("behind", first_arrived)  # arrived with it, waited behind all of its read
+        assert (behind["reason"], store.reads) == (STORE_TIMEOUT, 1), "read again past its deadline"
+        assert waited_s < deadline_s / 2, waited_s  # nothing left to wait: answered at once
+        midway, waited_s = await answer("midway", first_done - deadline_s / 2)  # waited behind half of it
+        assert (midway["reason"], store.reads) == (STORE_TIMEOUT, 2)
+        assert waited_s < deadline_s * 0.8, waited_s  # the half of the deadline left (0.5 s), not all of it
+        assert scorer.reader.budget(time.monotonic()) == deadline_s  # a request arriving now has all of it
+
+    try:
+        asyncio.run(run())
+    finally:
+        store.thaw()
+        scorer.close()
+
+
 def settings_for(tmp_path: Path, **overrides) -> Settings:
     return Settings(home=tmp_path, models_dir=tmp_path / "models", sqlite_path=tmp_path / "features.db",
                     **overrides)
