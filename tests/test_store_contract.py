@@ -536,20 +536,21 @@ def test_concurrent_writer_and_readers_never_see_torn_or_older_records(
 ) -> None:
     ids = new_ids(RECORDS)
     context = multiprocessing.get_context("spawn")
-    go, done, results = context.Event(), context.Event(), context.Queue()
-    readers = [context.Process(target=_reader, args=(opener, ids, go, done, results)) for _ in range(3)]
+    readers = 3
+    go = context.Barrier(readers + 2)  # every process has imported and opened its store, and so has this one
+    done, results = context.Event(), context.Queue()
+    processes = [context.Process(target=_reader, args=(opener, ids, go, done, results)) for _ in range(readers)]
     writer = context.Process(target=_writer, args=(opener, ids, go))
-    for process in (*readers, writer):
+    for process in (*processes, writer):
         process.start()
-    time.sleep(1.0)  # let every process import and connect before the writes start
-    go.set()
+    go.wait(timeout=120)
     writer.join(120)
     done.set()
-    outcomes = [results.get(timeout=60) for _ in readers]
-    for process in readers:
+    outcomes = [results.get(timeout=60) for _ in processes]
+    for process in processes:
         process.join(30)
     assert writer.exitcode == 0
-    assert [error for *_, error in outcomes] == [None] * len(readers)
+    assert [error for *_, error in outcomes] == [None] * readers
     assert all(reads > 5 and versions > 3 for reads, versions, _ in outcomes), outcomes  # they overlapped the writer
     assert [check_versioned(row.bins) for row in store.read(ids, BIN_NAMES)] == [VERSIONS] * RECORDS
 
