@@ -51,7 +51,10 @@ class Deployment:
             "home": root, "sqlite_path": root / "features.db", "models_dir": self.models,
             "topic_score_requests": self.topics["score-requests"], "topic_risk_scores": self.topics["risk-scores"],
             "topic_score_dlq": self.topics["score-dlq"], "scorer_app_id": f"scorer-test-{tag}", "model_poll_s": 0.2,
-            "scorer_instance_id": f"worker-{tag}" if instance_id is None else instance_id, **settings,
+            "scorer_instance_id": f"worker-{tag}" if instance_id is None else instance_id,
+            # these tests check answers, not latency: a busy machine must not turn a model answer into a deadline
+            # fallback (the deadline itself is tested in test_scorer_rank.py)
+            "store_deadline_ms": 60_000, **settings,
         }
         self.web_port = free_port()  # kept across restarts: static membership hands back the old member's metadata
         self.producer = KafkaProducer(**producer_options(kafka), linger_ms=0)  # for what no client of ours sends
