@@ -8,13 +8,12 @@ from pathlib import Path
 
 import pyarrow.dataset as ds
 import pytest
-from kafka import KafkaConsumer
+from topic_reader import read_raw_topic
 
 from batch.eventlog import to_messages
 from batch.generate import generate_city
 from batch.replay import BAD_KINDS, bad_event, replay
 from runtime.config import Settings
-from runtime.kafka_clients import kafka_python_options
 from schemas.messages import decode_trip_event
 from tripscore.cli import main
 
@@ -36,10 +35,7 @@ def test_replay_sends_every_event_keyed_by_driver_with_the_bad_ones(
     events = city.events.slice(0, 300)
     result = replay(to_messages(events), events.num_rows, kafka_settings, topic, rate=0, bad=4, progress=False)
     assert (result.sent, result.bad) == (300, 4)
-    consumer = KafkaConsumer(topic, **kafka_python_options(kafka_settings), auto_offset_reset="earliest",
-                             consumer_timeout_ms=5_000, enable_auto_commit=False)
-    received = [(m.key, m.value) for m in consumer]
-    consumer.close()
+    received = read_raw_topic(kafka_settings, topic, 304)
     assert len(received) == 304
     decoded = [(key, decode_trip_event(value)[0]) for key, value in received]
     good = [(key, event) for key, event in decoded if event is not None]
@@ -69,10 +65,7 @@ def test_cli_generate_writes_the_log_requests_and_replays_the_live_days(
     assert len((tmp_path / "requests.jsonl").read_text().splitlines()) == 7
     live = city["events"] - history.num_rows
     assert f"replayed {live:,} events (+2 invalid) to {topic}" in out and "oracle AUC" in out
-    consumer = KafkaConsumer(topic, **kafka_python_options(kafka_settings), auto_offset_reset="earliest",
-                             consumer_timeout_ms=5_000, enable_auto_commit=False)
-    values = [m.value for m in consumer]
-    consumer.close()
+    values = [value for _, value in read_raw_topic(kafka_settings, topic, live + 2)]
     assert len(values) == live + 2
     valid = [decode_trip_event(v)[0] for v in values if not decode_trip_event(v)[1]]
     assert all(event["ts_ms"] >= city["history_until_ms"] for event in valid)

@@ -19,8 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaProducer
 from scorer_helpers import score_request
+from topic_reader import read_raw_topic
 
 from batch.eventlog import to_messages
 from batch.generate import generate_city
@@ -234,10 +235,7 @@ def test_replay_stream_store_and_score_over_sasl_ssl(secure_kafka: Settings, tmp
     assert answer["strategy"] == "distance_only" and answer["reason"] == "no_model"
     assert sorted(c["driver_id"] for c in answer["ranked"]) == drivers[:2]
 
-    consumer = KafkaConsumer(topics["trip_events_dlq"], **kafka_python_options(settings),
-                             auto_offset_reset="earliest", consumer_timeout_ms=5_000)
-    dead_letters = [m.value.decode() for m in consumer]
-    consumer.close()
+    dead_letters = [value.decode() for _, value in read_raw_topic(settings, topics["trip_events_dlq"], 3)]
     assert len(dead_letters) == 3, "two planted invalid events and the malformed request"
     outputs = {"stream output": stream_output, "worker log": worker.log_tail(10**9),
                "broker log": kafka_local.BrokerPaths.of(secure_kafka).server_log.read_text(),

@@ -7,11 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaProducer
 from pyspark.sql import DataFrame, SparkSession
+from topic_reader import read_raw_topic
 
 from runtime.config import Settings
-from runtime.kafka_clients import kafka_python_options, producer_options, spark_kafka_options
+from runtime.kafka_clients import producer_options, spark_kafka_options
 
 pytestmark = [pytest.mark.kafka, pytest.mark.spark]
 
@@ -89,9 +90,5 @@ def test_batch_write_lands_in_the_topic(spark: SparkSession, kafka_settings: Set
         .save()
     )
 
-    consumer = KafkaConsumer(**kafka_python_options(kafka_settings), group_id=None, consumer_timeout_ms=10_000)
-    consumer.assign([TopicPartition(topic, 0)])
-    consumer.seek_to_beginning()
-    received = {int(r.key): int(r.value) for r in consumer}
-    consumer.close()
+    received = {int(key): int(value) for key, value in read_raw_topic(kafka_settings, topic, 100)}
     assert received == {i: 2 * i for i in range(100)}
