@@ -61,6 +61,13 @@ _UNAVAILABLE_CODES = frozenset({  # no node reachable or able to serve now: conn
 })  # 1: what the client reports for a batch or scan once it has lost every node ("cluster is empty")
 _BAD_INPUT_CODES = frozenset({-2, 4, 12, 13, 21})
 _CONFIG_CODES = frozenset({-2, *range(50, 100)})  # client parameters and security: faults, not outages
+FORBIDDEN = 22
+_HINTS = {  # what to change, for result codes whose cause is a known setting
+    FORBIDDEN: "; code 22 is the server refusing the operation under its configuration: a record with a TTL "
+               "(TRIPSCORE_STORE_TTL_S > 0) is refused by a namespace without `nsup-period`, so set `nsup-period` "
+               "(e.g. 120) on the namespace (TRIPSCORE_AEROSPIKE_NAMESPACE; see deploy/aerospike.conf) or "
+               "TRIPSCORE_STORE_TTL_S=0",
+}
 
 
 def parse_hosts(hosts: str, tls_name: str = "") -> list[tuple]:
@@ -103,7 +110,8 @@ def client_config(settings: Settings) -> dict[str, Any]:
 
 
 def error_for(code: int | None, message: str) -> StoreError:
-    """The store's exception for an Aerospike result code."""
+    """The store's exception for an Aerospike result code, with what to change when the code says it."""
+    message += _HINTS.get(code, "")
     if code in _TIMEOUT_CODES:
         return StoreTimeout(message)
     if code in _UNAVAILABLE_CODES:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import random
 
 import pytest
+from aerospike import exception as aerospike_errors
 from aerospike_helpers.batch.records import BatchRecords, Read
 
 from featurestore.aerospike import (
+    _mapped,
     _newer_than_stored_expr,
     check_batch,
     client_config,
@@ -81,3 +83,14 @@ def test_failed_batches_raise_store_errors(result: int, entries: list[int], kind
 def test_a_batch_of_allowed_results_passes() -> None:
     check_batch(batch(0, [0, 2]), (0, 2), "batch read")
     check_batch(batch(-16, [0, 27]), (0, 27), "batch write")
+
+
+def test_a_ttl_write_refused_for_want_of_nsup_period_says_what_to_change() -> None:
+    """A namespace without `nsup-period` refuses records with a TTL: code 22, on each entry of a batch write or as
+    the client's ForbiddenError, and the server says nothing more."""
+    with pytest.raises(StoreError) as refused:
+        check_batch(batch(-16, [22, 22]), (0, 27), "batch write (0 written before this batch)")
+    for error in (refused.value, _mapped(aerospike_errors.ForbiddenError(), "batch write")):
+        assert type(error) is StoreError, "a setting to change, not an outage to wait out"
+        assert "(code 22)" in str(error) and "`nsup-period`" in str(error) and "TRIPSCORE_STORE_TTL_S=0" in str(error)
+    assert "nsup-period" not in str(error_for(13, "x")), "other codes keep their own message"
