@@ -1,15 +1,22 @@
-"""At most one log line per message and interval from chatty client libraries: while a broker is down, aiokafka logs
-the same few errors about 75 times a second (5,665 lines in a 74 s outage here)."""
+"""Client libraries' log noise kept off the console: at most one line per message and interval (while a broker is
+down, aiokafka logs the same few errors about 75 times a second: 5,665 lines in a 74 s outage here), and none for
+kafka-python's IO loop running a step past 0.1 s."""
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
 
 REPEAT_INTERVAL_S = 30.0
+SLOW_STEP_LOGGER = "kafka.net.selector"
+SLOW_STEP_REPORTED_S = 1.0
+"""kafka-python warns of any IO-loop step over 0.1 s; a busy machine does that every few seconds, harmlessly. A step
+of a second or more can time connections out, so that one is still reported."""
+_SLOW_STEP = re.compile(r"Task .* ran for (\d+(?:\.\d+)?)s \(>[\d.]+s threshold\)", re.DOTALL)
 MAX_TEMPLATES = 1024
 """Templates remembered at once; a library that logs formatted text makes every line its own template."""
 
@@ -58,3 +65,23 @@ def limit_repeats(*prefixes: str, interval_s: float = REPEAT_INTERVAL_S) -> Repe
         if name.startswith(prefixes):
             logging.getLogger(name).addFilter(limit)
     return limit
+
+
+class SlowStepFilter(logging.Filter):
+    """Drops kafka-python's warning that a step of its IO loop ran past its 0.1 s threshold, unless the step took
+    `SLOW_STEP_REPORTED_S` or more; every other record passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False for a slow-step warning under a second; never raises (it runs inside the client library's calls)."""
+        try:
+            found = _SLOW_STEP.match(record.getMessage())
+        except Exception:  # noqa: BLE001 - a record we cannot read is let through
+            return True
+        return found is None or float(found.group(1)) >= SLOW_STEP_REPORTED_S
+
+
+def quiet_slow_steps() -> SlowStepFilter:
+    """Put one `SlowStepFilter` on kafka-python's IO-loop logger; returns it."""
+    quiet = SlowStepFilter()
+    logging.getLogger(SLOW_STEP_LOGGER).addFilter(quiet)
+    return quiet

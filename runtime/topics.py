@@ -148,7 +148,7 @@ def delete_topics(settings: Settings, names: Iterable[str]) -> None:
 
 def count_topic(settings: Settings, topic: str) -> int:
     """How many messages a topic holds (end minus beginning offsets)."""
-    consumer = KafkaConsumer(**kafka_python_options(settings))
+    consumer = KafkaConsumer(**kafka_python_options(settings), enable_auto_commit=False)  # no group: nothing to commit
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends, begins = consumer.end_offsets(partitions), consumer.beginning_offsets(partitions)

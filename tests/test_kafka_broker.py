@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import re
 import time
 from collections import defaultdict
@@ -16,7 +17,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from runtime.config import Settings, load_settings
 from runtime.kafka_clients import aiokafka_options, aiokafka_producer_options, kafka_python_options, producer_options
-from runtime.topics import ensure_topics, spec_topics
+from runtime.topics import count_topic, ensure_topics, spec_topics
 from tripscore import cli
 
 pytestmark = pytest.mark.kafka
@@ -81,6 +82,15 @@ def test_aiokafka_produces_and_consumes_in_a_group(kafka_settings: Settings, new
         return received
 
     assert asyncio.run(round_trip()) == sent
+
+
+def test_counting_a_topic_warns_of_nothing(kafka_settings: Settings, new_topic: Callable[..., str],
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    """`count_topic` (the demo's summary uses it) asks no group to commit, so kafka-python has nothing to disable."""
+    topic = new_topic(partitions=2)
+    with caplog.at_level(logging.WARNING, logger="kafka"):
+        assert count_topic(kafka_settings, topic) == 0
+    assert not [record.getMessage() for record in caplog.records if "auto-commit" in record.getMessage()]
 
 
 def test_topics_create_is_idempotent(kafka_bootstrap: str) -> None:

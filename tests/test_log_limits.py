@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from kafka.net.selector import NetworkSelector
 
 from runtime import log_limits
-from runtime.log_limits import RepeatLimit, limit_repeats
+from runtime.log_limits import SLOW_STEP_LOGGER, SLOW_STEP_REPORTED_S, RepeatLimit, limit_repeats, quiet_slow_steps
 
 INTERVAL_S = 30.0
 TEMPLATES = ("Unable connect to node with id %s: %s", "Failed fetch messages from %s", "100% done")
@@ -82,3 +84,30 @@ def test_limit_repeats_filters_the_existing_loggers_under_the_prefix_and_no_othe
     finally:
         for logger in loggers:
             logger.removeFilter(limit)
+
+
+def _slow_step_warnings(step_s: float, caplog: pytest.LogCaptureFixture) -> list[str]:
+    """kafka-python's own warnings when a step of its IO loop blocks for `step_s` (its threshold lowered to 1 ms)."""
+    selector = NetworkSelector(slow_task_threshold_secs=0.001)
+
+    async def step() -> None:
+        time.sleep(step_s)  # what a busy machine, or the GIL held by another thread, does to the loop
+
+    caplog.clear()
+    try:
+        with caplog.at_level(logging.WARNING, logger=SLOW_STEP_LOGGER):
+            selector.run(step)
+    finally:
+        selector.close()
+    return [record.getMessage() for record in caplog.records if "threshold" in record.getMessage()]
+
+
+@pytest.mark.parametrize(("step_s", "shown"), [(0.002, False), (SLOW_STEP_REPORTED_S, True)])
+def test_kafka_pythons_slow_io_loop_steps_are_shown_from_a_second_on(step_s: float, shown: bool,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    assert len(_slow_step_warnings(step_s, caplog)) == 1, "kafka-python warns of the step"
+    quiet = quiet_slow_steps()
+    try:
+        assert len(_slow_step_warnings(step_s, caplog)) == shown
+    finally:
+        logging.getLogger(SLOW_STEP_LOGGER).removeFilter(quiet)

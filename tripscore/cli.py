@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from runtime.config import SettingsError, load_settings
 from runtime.kafka_clients import KafkaAccessError
+from runtime.log_limits import quiet_slow_steps
 from tripscore import __version__
 
 # Modules that expose `register(subparsers)`; each adds its subcommands with `set_defaults(func=...)`.
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configure_logging(verbose: bool) -> None:
-    """Log lines with time, level and logger; `verbose` is debug logging, else info (chatty clients: warnings)."""
+    """Log lines with time, level and logger; `verbose` is debug logging, else info (chatty clients: warnings, and
+    not kafka-python's slow IO-loop steps under a second)."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -54,6 +56,8 @@ def configure_logging(verbose: bool) -> None:
         logging.getLogger(chatty).setLevel(logging.DEBUG if verbose else logging.WARNING)
     for wire in WIRE_LOGGERS:
         logging.getLogger(wire).setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:
+        quiet_slow_steps()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
