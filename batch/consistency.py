@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from features.fold import DriverState, fold_order
 from featurestore import open_store
-from featurestore.base import OnlineStore, is_number
+from featurestore.base import OnlineStore, is_number, stored_int
 from runtime.config import load_settings
 from schemas.features import FOLD_BINS
 
@@ -75,8 +75,10 @@ def same_value(offline: Any, online: Any) -> bool:
 
 def stored_version(online: Mapping[str, Any]) -> tuple[int, int] | None:
     """The record's (`_event_ms`, `_n_events`), or None when either is not an int."""
-    version = online.get("_event_ms"), online.get("_n_events", 0)
-    return version if all(isinstance(v, int) and not isinstance(v, bool) for v in version) else None
+    try:
+        return stored_int(online.get("_event_ms")), stored_int(online.get("_n_events", 0))
+    except ValueError:
+        return None
 
 
 def event_log(paths: Sequence[Path]) -> ds.Dataset:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import reprlib
 import time
@@ -97,7 +98,7 @@ def check_numeric_bins(bins: Sequence[str]) -> None:
         raise BadInput(f"bins {listed} hold lists or bytes, not numbers: read them with read()")
 
 
-_PLAIN_CELLS = frozenset({int, float, type(None)})  # what the stores return for numeric bins
+_PLAIN_CELLS = frozenset({int, float, type(None)})  # what the stores return for numeric bins, present or absent
 _NUMBER_TYPES = (int, float, np.integer, np.floating)
 
 
@@ -111,7 +112,7 @@ def stored_float(value: Any) -> float:
     writes there: a string, a bool, a list (even of one number), an infinity."""
     if value is None:
         return math.nan
-    if isinstance(value, _NUMBER_TYPES) and not isinstance(value, bool):
+    if is_number(value):
         try:
             number = float(value)
         except OverflowError:  # an int beyond float range
@@ -133,12 +134,10 @@ def record_floats(bins: Mapping[str, Any], names: Sequence[str]) -> list[float]:
     refuses."""
     values = [bins.get(name) for name in names]
     if _PLAIN_CELLS.issuperset(map(type, values)):  # the usual case, in one pass
-        try:
+        with contextlib.suppress(OverflowError):  # an int beyond float range: named below
             numbers = [math.nan if value is None else float(value) for value in values]
-        except OverflowError:
-            numbers = [math.inf]
-        if not any(map(math.isinf, numbers)):
-            return numbers
+            if not any(map(math.isinf, numbers)):
+                return numbers
     out = []
     for name, value in zip(names, values, strict=True):
         try:
@@ -152,12 +151,10 @@ def feature_matrix(rows: Sequence[Sequence[Any]], width: int, read_ms: int) -> F
     """`rows` of bin values (None where absent) as a `FeatureMatrix`; a row with a value that `stored_float`
     refuses is `unreadable`."""
     if _PLAIN_CELLS.issuperset(map(type, chain.from_iterable(rows))):  # the usual case, in C
-        try:
+        with contextlib.suppress(OverflowError):  # an int beyond float range: its row is found below
             values = np.array(rows, dtype=np.float64).reshape(len(rows), width)
-        except OverflowError:  # an int beyond float range
-            values = None
-        if values is not None and not np.isinf(values).any():
-            return FeatureMatrix(values, read_ms, ())
+            if not np.isinf(values).any():
+                return FeatureMatrix(values, read_ms, ())
     values, unreadable = np.full((len(rows), width), np.nan), []
     for i, row in enumerate(rows):
         try:
