@@ -81,7 +81,8 @@ class SlowStepFilter(logging.Filter):
 
 
 def quiet_slow_steps() -> SlowStepFilter:
-    """Put one `SlowStepFilter` on kafka-python's IO-loop logger; returns it."""
-    quiet = SlowStepFilter()
-    logging.getLogger(SLOW_STEP_LOGGER).addFilter(quiet)
+    """The `SlowStepFilter` on kafka-python's IO-loop logger, put there by the first call; returns it."""
+    logger = logging.getLogger(SLOW_STEP_LOGGER)
+    quiet = next((f for f in logger.filters if isinstance(f, SlowStepFilter)), None) or SlowStepFilter()
+    logger.addFilter(quiet)  # once: a filter already there is not added again
     return quiet
