@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     dataset = sub.add_parser("dataset", help="training datasets")
     dataset_sub = dataset.add_subparsers(dest="dataset_command", required=True)
-    mat = dataset_sub.add_parser("materialize", help="point-in-time examples, one per offer (SPEC §3.3)")
+    mat = dataset_sub.add_parser("materialize", help="point-in-time examples, one per offer (docs/spec.md §3.3)")
     mat.add_argument("--name", default=DEFAULT_DATASET, help=f"dataset name (default {DEFAULT_DATASET})")
     mat.add_argument("--events", type=Path, help="Parquet event log (default <home>/events)")
     mat.set_defaults(func=_materialize)

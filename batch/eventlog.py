@@ -64,7 +64,8 @@ def read_events(path: Path, columns: Sequence[str] | None = None) -> pa.Table:
 
 
 def to_messages(table: pa.Table) -> Iterator[dict[str, Any]]:
-    """TripEvent messages (SPEC §2, `ts` as epoch ms) from log rows; null fields and side columns are left out."""
+    """TripEvent messages (docs/spec.md §2, `ts` as epoch ms) from log rows; null fields and side columns
+    are left out."""
     names = [f.out_name for f in TRIP_EVENT if f.out_name in table.column_names]
     for batch in table.select(names).to_batches():
         for row in batch.to_pylist():

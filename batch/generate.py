@@ -2,10 +2,10 @@
 
 Ground truth (documented, `TruthModel`): an offer is declined (or left unanswered) with probability
     sigmoid(intercept + propensity_driver + Σ_f weight_f · (feature_f − centre_f))
-over SPEC §3.2 features computed with the shared fold and derivation (`features.fold`, `features.derive`) on the
+over docs/spec.md §3.2 features computed with the shared fold and derivation (`features.fold`, `features.derive`) on the
 driver's events strictly before the offer: hours on shift (fatigue), consecutive trips (streak), trips today, pickup
 ETA, surge, rider rating, peak hour and trip duration; `propensity_driver` ~ N(0, propensity_sd) is latent. A
-declined offer is an explicit `offer_declined`, or (share `no_response_share`) no answer at all, which SPEC §3.3
+declined offer is an explicit `offer_declined`, or (share `no_response_share`) no answer at all, which docs/spec.md §3.3
 labels 1 too. Accepted trips complete after ETA + duration and are rated by the rider most of the time.
 
 Public API used by other stages: `generate_city`, `simulate`, `score_requests`, `drivers_for_events`, `TruthModel`.
@@ -35,7 +35,7 @@ from schemas.messages import SCHEMA_VERSION
 
 DEFAULT_START_MS = 1_717_372_800_000  # 2024-06-03T00:00:00Z, a Monday
 MINUTE_MS = 60_000
-RESPONSE_TIMEOUT_MS = 120_000  # SPEC §3.3: no answer within 120 s counts as a decline
+RESPONSE_TIMEOUT_MS = 120_000  # docs/spec.md §3.3: no answer within 120 s counts as a decline
 EVENTS_PER_DRIVER_DAY = 42.0  # measured mean, used to size a city for a target event count
 _CHUNK_DRIVERS = 250  # drivers per work unit
 _NO_OFFER = (None, None, None, None)
@@ -180,7 +180,7 @@ def _simulate_driver(index: int, config: CityConfig, rows: list[tuple], labels: 
     """All shifts of one driver from its own seeded generator (drivers are independent and reproducible).
 
     Each event is appended to `rows` (event-log column order) and applied to the driver's fold state, so every
-    offer's truth is computed from the SPEC §3.2 features as of the events before it.
+    offer's truth is computed from the docs/spec.md §3.2 features as of the events before it.
     """
     rng = np.random.default_rng([config.seed, index])
     truth = config.truth
@@ -298,7 +298,7 @@ def generate_city(seed: int = 7, drivers: int = 1000, days: int = 7, start_ms: i
 def score_requests(driver_ids: Sequence[str], n: int, seed: int = 11, start_ms: int = DEFAULT_START_MS,
                    interval_ms: int = 1_000, candidates: tuple[int, int] = (10, 50),
                    unknown_share: float = 0.02) -> list[dict[str, Any]]:
-    """`n` ScoreRequests (SPEC §2, `ts` as epoch ms) every `interval_ms` from `start_ms`, candidates drawn
+    """`n` ScoreRequests (docs/spec.md §2, `ts` as epoch ms) every `interval_ms` from `start_ms`, candidates drawn
     from `driver_ids`; a share of candidates are unknown drivers (no features) to exercise fallbacks."""
     rng = np.random.default_rng(seed)
     pool = np.asarray(list(driver_ids))

@@ -1,4 +1,5 @@
-"""`tripscore dataset materialize`: one point-in-time example per offer (SPEC §3.3), Parquet plus Dataset metadata."""
+"""`tripscore dataset materialize`: one point-in-time example per offer (docs/spec.md §3.3), Parquet plus
+Dataset metadata."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-driver folds for the Spark jobs: final records (backfill) and point-in-time examples (SPEC §3.3).
+"""Per-driver folds for the Spark jobs: final records (backfill) and point-in-time examples (docs/spec.md §3.3).
 
 The jobs hash-partition the log by driver and sort each partition by (driver_id, ts_ms, event_id), so every
 driver's events arrive contiguous and in fold order through one Arrow stream per partition (`driver_runs`).
@@ -18,7 +18,7 @@ from features.derive import model_features
 from features.fold import DriverState, fold, fold_order
 from schemas.features import FOLD_BINS, MODEL_FEATURES
 
-LABEL_WINDOW_MS = 120_000  # SPEC §3.3: a response must come within 120 s of the offer
+LABEL_WINDOW_MS = 120_000  # docs/spec.md §3.3: a response must come within 120 s of the offer
 RECORD_BINS = FOLD_BINS  # not the store's stamp `_updated_ms`, nor the stream's state
 OFFER_COLUMNS = ("trip_id", "pickup_eta_min", "surge_multiplier", "est_duration_min", "rider_rating")
 PIT_COLUMNS = (*FOLD_COLUMNS, *OFFER_COLUMNS)
@@ -69,7 +69,7 @@ def driver_record(driver_id: str, events: Sequence[tuple]) -> tuple[str, dict[st
 
 
 def offer_label(offer_ts: int, responses: Iterable[tuple[int, str]]) -> int:
-    """SPEC §3.3 label from the trip's responses in time order: the first one within 120 s of the offer decides
+    """docs/spec.md §3.3 label from the trip's responses in time order: the first one within 120 s of the offer decides
     (declined 1, accepted 0); no response within 120 s is 1."""
     for ts, kind in responses:
         if offer_ts <= ts <= offer_ts + LABEL_WINDOW_MS:

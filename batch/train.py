@@ -1,7 +1,7 @@
 """`tripscore train`: an MLlib pipeline on a materialized dataset, split by time, saved with its portable export.
 
 Pipeline: Imputer(mean) -> VectorAssembler -> StandardScaler(withMean=False, withStd=True) -> LogisticRegression,
-which is exactly what `ModelExport.predict_proba` computes with numpy (SPEC §6).
+which is exactly what `ModelExport.predict_proba` computes with numpy (docs/spec.md §6).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from schemas.features import MODEL_FEATURES
 MLLIB_DIR = "mllib"
 REPORT_FILE = "report.json"
 PLOT_FILES = {"roc": "roc.png", "calibration": "calibration.png", "histogram": "score_histogram.png"}
-EXPORT_TOLERANCE = 1e-9  # SPEC §6: the numpy export must match MLlib's probability this closely
+EXPORT_TOLERANCE = 1e-9  # docs/spec.md §6: the numpy export must match MLlib's probability this closely
 _IMPUTED = [f"{name}__imputed" for name in MODEL_FEATURES]
 
 

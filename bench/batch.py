@@ -1,4 +1,4 @@
-"""Batch benchmark (SPEC §7): generate a city, backfill it into SQLite, materialize the dataset, train.
+"""Batch benchmark (docs/spec.md §7): generate a city, backfill it into SQLite, materialize the dataset, train.
 
     python bench/batch.py --events 1000000
 

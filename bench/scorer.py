@@ -1,4 +1,5 @@
-"""Scorer benchmark (SPEC §7): `Scorer.handle` in-process, the scorer against its framework's floor through Kafka.
+"""Scorer benchmark (docs/spec.md §7): `Scorer.handle` in-process, the scorer against its framework's floor
+through Kafka.
 
     python bench/scorer.py
 

@@ -1,5 +1,5 @@
-"""Online-store benchmark (SPEC §7): load N drivers, time single and batch-50 reads of the served bins, the batch
-read as the scorer's matrix (`read_matrix`), writes; the batch reads against the bare client (the raw `sqlite3`
+"""Online-store benchmark (docs/spec.md §7): load N drivers, time single and batch-50 reads of the served bins, the
+batch read as the scorer's matrix (`read_matrix`), writes; the batch reads against the bare client (the raw `sqlite3`
 statement, or `client.batch_read` on Aerospike).
 
     python bench/store.py --backend sqlite --drivers 1000000

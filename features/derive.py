@@ -1,4 +1,4 @@
-"""SPEC §3.2: the 12 model features from a stored record and a request, for training and serving alike.
+"""docs/spec.md §3.2: the 12 model features from a stored record and a request, for training and serving alike.
 
 Each rule is written once over values that are either numbers (one record: the fold's per-offer path) or numpy
 columns (the scorer's batch of candidates); `_Ops` holds the two operations whose spelling differs.

@@ -1,9 +1,9 @@
-"""The one implementation of SPEC §3: a fold over a driver's time-ordered events into record bins.
+"""The one implementation of docs/spec.md §3: a fold over a driver's time-ordered events into record bins.
 
 Streaming, backfill, dataset materialization and the consistency check all call this module, so online
 and offline features agree by construction (the Chronon model).
 
-Order and duplicates (SPEC §3). A driver's events are folded in `fold_key` order: event time, event id, then
+Order and duplicates (docs/spec.md §3). A driver's events are folded in `fold_key` order: event time, event id, then
 the other fold fields, so the order is total and never depends on arrival or file order. An exact duplicate is
 an event equal to another on everything the fold reads (`ts`, `event_id`, `event_type`, `rating`: a producer's
 retry, a redelivery, a replay): it is applied once. Two events that share an `event_id` but differ in one of
@@ -138,7 +138,7 @@ class DriverState:
         return self
 
     def to_bins(self) -> dict[str, Any]:
-        """The stored record (SPEC §3): absent features are left out; `_updated_ms` is the store's."""
+        """The stored record (docs/spec.md §3): absent features are left out; `_updated_ms` is the store's."""
         bins: dict[str, Any] = {
             "ds_total_trips": self.total_trips,
             "ds_n_accept": self.n_accept,

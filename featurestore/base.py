@@ -1,4 +1,4 @@
-"""The online store contract (SPEC §5): every backend implements `OnlineStore` and passes one test suite."""
+"""The online store contract (docs/spec.md §5): every backend implements `OnlineStore` and passes one test suite."""
 
 from __future__ import annotations
 

@@ -101,7 +101,7 @@ _DTYPES = {name: spec.dtype for name, spec in BINS_BY_NAME.items()}
 
 
 def check_entity_id(entity_id: Any) -> str:
-    """The id itself, or BadInput: a 1-64 byte string of `[A-Za-z0-9_.:-]` (SPEC §2 driver_id)."""
+    """The id itself, or BadInput: a 1-64 byte string of `[A-Za-z0-9_.:-]` (docs/spec.md §2 driver_id)."""
     if not isinstance(entity_id, str) or not entity_id:
         raise BadInput(f"entity id must be a non-empty string, got {entity_id!r}")
     if len(entity_id.encode("utf-8")) > MAX_ID_BYTES:

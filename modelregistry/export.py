@@ -1,4 +1,4 @@
-"""The portable model export (SPEC §6): everything needed to score with numpy, no JVM."""
+"""The portable model export (docs/spec.md §6): everything needed to score with numpy, no JVM."""
 
 from __future__ import annotations
 

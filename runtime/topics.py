@@ -1,4 +1,5 @@
-"""Kafka admin helpers: wait for a broker, create the SPEC topics idempotently, list partitions, count messages."""
+"""Kafka admin helpers: wait for a broker, create the topics of docs/spec.md idempotently, list partitions,
+count messages."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def spec_topics(settings: Settings) -> list[str]:
-    """The four topics of SPEC §2, named by the settings."""
+    """The four topics of docs/spec.md §2, named by the settings."""
     return [
         settings.topic_trip_events,
         settings.topic_trip_events_dlq,
@@ -129,7 +130,7 @@ def create_topics(settings: Settings, names: Iterable[str], partitions: int,
 
 def ensure_topics(settings: Settings, partitions: int | None = None,
                   replication_factor: int | None = None) -> list[str]:
-    """Create the SPEC topics missing at `settings.kafka_bootstrap`; returns the names created."""
+    """Create the topics of docs/spec.md missing at `settings.kafka_bootstrap`; returns the names created."""
     count = partitions or settings.kafka_partitions
     created = create_topics(settings, spec_topics(settings), count, replication_factor)
     for name in created:

@@ -1,1 +1,1 @@
-"""Contracts shared by every stage: Kafka messages (SPEC §2) and the feature registry (SPEC §3)."""
+"""Contracts shared by every stage: Kafka messages (docs/spec.md §2) and the feature registry (docs/spec.md §3)."""

@@ -1,4 +1,4 @@
-"""The feature registry (SPEC §3): groups, bins, types and meanings, read by every stage."""
+"""The feature registry (docs/spec.md §3): groups, bins, types and meanings, read by every stage."""
 
 from __future__ import annotations
 
@@ -79,7 +79,7 @@ FOLD_BINS = tuple(name for name in BIN_NAMES if name not in ("_updated_ms", STRE
 NOT_NUMERIC_BINS = frozenset(spec.name for spec in BINS if spec.dtype in ("list", "bytes"))
 """Bins a feature matrix cannot hold."""
 SERVED_BINS = tuple(s.name for s in BINS if not s.internal and s.group != "meta")
-"""Bins the model features are derived from (SPEC §3.2), the scorer's batch-read selection."""
+"""Bins the model features are derived from (docs/spec.md §3.2), the scorer's batch-read selection."""
 
 MODEL_FEATURES: tuple[str, ...] = (
     "decline_rate",

@@ -1,4 +1,4 @@
-"""The Kafka message contracts of SPEC §2, defined once: decoding, validation and builders."""
+"""The Kafka message contracts of docs/spec.md §2, defined once: decoding, validation and builders."""
 
 from __future__ import annotations
 
@@ -244,7 +244,7 @@ def describe_problems(problems: Sequence[Problem]) -> str:
 
 
 def iso_now() -> str:
-    """The current UTC time as an RFC 3339 date-time with milliseconds (SPEC §2.1)."""
+    """The current UTC time as an RFC 3339 date-time with milliseconds (docs/spec.md §2.1)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 

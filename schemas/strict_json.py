@@ -1,4 +1,4 @@
-"""Strict JSON (SPEC §2.2): decoding a Kafka value, and the rules every value keeps whatever its fields.
+"""Strict JSON (docs/spec.md §2.2): decoding a Kafka value, and the rules every value keeps whatever its fields.
 
 Anywhere in a message, unknown fields included: numbers are finite (JSON has no NaN or Infinity, and a number beyond
 the range of a double reads as one), integers fit in 64 bits, strings and keys are valid Unicode (no lone UTF-16

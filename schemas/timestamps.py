@@ -1,4 +1,4 @@
-"""The `ts` of SPEC §2, defined once: the grammar the validator parses and the JSON Schema's patterns state.
+"""The `ts` of docs/spec.md §2, defined once: the grammar the validator parses and the JSON Schema's patterns state.
 
 A timestamp is epoch milliseconds as an integer, or an RFC 3339 date-time (docs/spec.md §2.1):
 

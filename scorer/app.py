@@ -9,7 +9,7 @@ redelivered request can be answered twice; ranking depends only on the request (
 scoring time) and the stored features, so the same state gives the same ranking.
 
 Malformed requests get a `strategy: "error"` response on `risk-scores` and a DeadLetter (stage
-`score`) on `TRIPSCORE_TOPIC_SCORE_DLQ`, by default the SPEC's one dead-letter topic `trip-events-dlq`.
+`score`) on `TRIPSCORE_TOPIC_SCORE_DLQ`, by default the spec's one dead-letter topic `trip-events-dlq`.
 """
 
 from __future__ import annotations

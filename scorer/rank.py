@@ -1,4 +1,4 @@
-"""SPEC §4 ranking, pure and synchronous: model scoring with per-candidate prior fallback, or distance-only."""
+"""docs/spec.md §4 ranking, pure and synchronous: model scoring with per-candidate prior fallback, or distance-only."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ NO_AGES = np.empty(0)
 
 @dataclass(frozen=True)
 class Policy:
-    """The ranking knobs of SPEC §4."""
+    """The ranking knobs of docs/spec.md §4."""
 
     redispatch_penalty_min: float = 5.0
     max_feature_age_ms: float = 86_400_000.0

@@ -68,7 +68,7 @@ def _kafka(stack: contextlib.ExitStack) -> str:
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    """A broker for the whole session, with the SPEC topics; TRIPSCORE_KAFKA_BOOTSTRAP points at it."""
+    """A broker for the whole session, with the topics of docs/spec.md; TRIPSCORE_KAFKA_BOOTSTRAP points at it."""
     with contextlib.ExitStack() as stack:
         bootstrap = _kafka(stack)
         env = stack.enter_context(pytest.MonkeyPatch.context())

@@ -1,6 +1,6 @@
 """Hypothesis strategies for hostile and valid Kafka inputs: trip events, score requests and raw message bytes.
 
-Valid messages follow SPEC §2; invalid ones are valid messages with one field replaced, removed or retyped, plus
+Valid messages follow docs/spec.md §2; invalid ones are valid messages with one field replaced, removed or retyped, plus
 arbitrary JSON and structural extremes (deep nesting, huge sizes, numbers beyond float range, lone surrogates,
 timestamps at and beyond every boundary). `contract_texts` writes any of them as raw JSON text with raw tokens in
 place (the parity corpus of the JSON Schema files).
@@ -60,7 +60,8 @@ def any_dates(draw: st.DrawFn) -> str:
 
 @st.composite
 def date_times(draw: st.DrawFn) -> str:
-    """Date-times in the grammar of SPEC §2.1, often on the days at either end of the range (in or out of it)."""
+    """Date-times in the grammar of docs/spec.md §2.1, often on the days at either end of the range (in or out
+    of it)."""
     day = draw(st.one_of(any_dates(), st.sampled_from(END_DAYS)))
     time = draw(st.one_of(clock, st.sampled_from(["00:00:00", "00:59:59", "09:46:39", "09:46:40", "23:59:59"])))
     return f"{day}T{time}{draw(fractions)}{draw(offsets)}"
@@ -100,7 +101,8 @@ json_values = st.recursive(
     max_leaves=12,
 )
 hostile_values = st.one_of(json_values, timestamps)
-strict_json_values = st.recursive(  # what strict JSON allows (SPEC §2.2): finite, 64-bit integers, valid Unicode
+# what strict JSON allows (docs/spec.md §2.2): finite, 64-bit integers, valid Unicode
+strict_json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.floats(allow_nan=False, allow_infinity=False),
               st.integers(-(2**63), 2**63 - 1), st.text(max_size=20)),
     lambda children: st.one_of(st.lists(children, max_size=4), st.dictionaries(st.text(max_size=8), children,

@@ -1,4 +1,4 @@
-"""Message contracts (SPEC §2): valid messages round-trip, every invalid one names its field and reason."""
+"""Message contracts (docs/spec.md §2): valid messages round-trip, every invalid one names its field and reason."""
 
 from __future__ import annotations
 

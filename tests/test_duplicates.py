@@ -1,4 +1,4 @@
-"""SPEC §3/§7: an exact duplicate is applied once by every path, and events that reuse an id are applied alike.
+"""docs/spec.md §3/§7: an exact duplicate is applied once by every path, and events that reuse an id are applied alike.
 
 Properties (hypothesis) over the streaming state (`streaming.driver_state.advance`, random micro-batches and
 allowed lateness) against the batch folds (backfill's `driver_record`, the point-in-time `driver_examples`); then one

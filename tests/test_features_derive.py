@@ -1,5 +1,5 @@
 """The model-feature rules of `features.derive`: one record (training's per-offer path) and a column of records
-(the scorer's batch) give the same features and statuses, and the rules mean what SPEC §3.2 says."""
+(the scorer's batch) give the same features and statuses, and the rules mean what docs/spec.md §3.2 says."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The online-store contract (SPEC §5), run against every backend: SQLite always, Aerospike when a server answers."""
+"""The online-store contract (docs/spec.md §5), run against every backend: SQLite always, Aerospike when a server
+answers."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Strict JSON (SPEC §2.2): NaN and Infinity, integers beyond 64 bits, lone surrogates and nesting beyond 64 levels
-are refused anywhere in a message, unknown fields included, each with its own reason, whatever the content."""
+"""Strict JSON (docs/spec.md §2.2): NaN and Infinity, integers beyond 64 bits, lone surrogates and nesting beyond 64
+levels are refused anywhere in a message, unknown fields included, each with its own reason, whatever the content."""
 
 from __future__ import annotations
 

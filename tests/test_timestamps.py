@@ -1,5 +1,5 @@
-"""The timestamp grammar (SPEC §2.1): the validator and the JSON Schema's patterns accept the same `ts` strings, the
-range is exact at both ends, and the one documented difference is confined to the days next to the ends."""
+"""The timestamp grammar (docs/spec.md §2.1): the validator and the JSON Schema's patterns accept the same `ts`
+strings, the range is exact at both ends, and the one documented difference is confined to the days next to the ends."""
 
 from __future__ import annotations
 

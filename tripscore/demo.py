@@ -37,7 +37,8 @@ DEMO_SET_PREFIX = "demo-"  # Aerospike sets of the demo: `<TRIPSCORE_AEROSPIKE_S
 
 
 def demo_topics(settings: Settings, run_id: str) -> dict[str, str]:
-    """Topic settings of one demo run: the SPEC names under a run prefix, so runs never see each other's data."""
+    """Topic settings of one demo run: the topic names of docs/spec.md under a run prefix, so runs never see
+    each other's data."""
     return {name: f"demo-{run_id}.{getattr(settings, name)}" for name in TOPIC_SETTINGS}
 
 

@@ -29,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     down.set_defaults(func=_down)
     kafka_sub.add_parser("status", help="whether the broker runs, and its topics").set_defaults(func=_status)
 
-    topics = subparsers.add_parser("topics", help="manage the SPEC topics")
+    topics = subparsers.add_parser("topics", help="manage the topics of docs/spec.md")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True)
-    create = topics_sub.add_parser("create", help="create the four SPEC topics if missing")
+    create = topics_sub.add_parser("create", help="create the four topics of docs/spec.md if missing")
     create.add_argument("--partitions", type=int, help="partitions per topic (default TRIPSCORE_KAFKA_PARTITIONS)")
     create.add_argument("--replication-factor", type=int,
                         help="replicas per partition, with min.insync.replicas one less (default: the broker's)")
@@ -110,7 +110,7 @@ def _status(args: argparse.Namespace) -> int:
         print(f"  {name:<32} {count} partitions")
     missing = sorted(set(spec_topics(settings)) - set(partitions))
     if missing:
-        print(f"missing SPEC topics: {', '.join(missing)} (run `tripscore topics create`)")
+        print(f"missing topics: {', '.join(missing)} (run `tripscore topics create`)")
     return 0
 
 
