@@ -47,11 +47,3 @@ def send_dead_letters(settings: Settings, letters: list[Letter], what: str) -> N
         retry(lambda: _send(settings, letters), what=what, give_up_s=settings.stream_store_giveup_s,
               retry_on=(KafkaError,))
 
-
-def close_producers() -> None:
-    """Flush and close this process's DLQ producers."""
-    with _lock:
-        producers = [p for (pid, _), p in _producers.items() if pid == os.getpid()]
-        _producers.clear()
-    for producer in producers:
-        producer.close(timeout=SEND_TIMEOUT_S)
