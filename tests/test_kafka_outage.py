@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +42,20 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
         assert kafka_local.running_pid(settings) is None, "the broker stopped"
 
 
+def first_accept(address: str, timeout_s: float) -> float:
+    """The `time.perf_counter()` at which `address` (host:port) first accepts a TCP connection, tried every 20 ms:
+    when a restarted broker is back (Kafka opens its listeners once it is ready to serve)."""
+    host, port = address.rsplit(":", 1)
+    deadline = time.perf_counter() + timeout_s
+    while time.perf_counter() < deadline:
+        try:
+            socket.create_connection((host, int(port)), timeout=0.5).close()
+            return time.perf_counter()
+        except OSError:
+            time.sleep(0.02)
+    raise AssertionError(f"no broker accepting connections at {address} after {timeout_s:.0f} s")
+
+
 def test_the_broker_down_and_back_mid_run_stops_nothing_and_loses_nothing(broker: Settings, tmp_path: Path) -> None:
     outage: dict[str, float] = {}
     restarts: list[str] = []
@@ -50,8 +66,10 @@ def test_the_broker_down_and_back_mid_run_stops_nothing_and_loses_nothing(broker
         os.kill(pid, signal.SIGKILL)
         outage["down_at"] = time.perf_counter()
         time.sleep(OUTAGE_S)
-        up = broker_cli(broker, "kafka", "up")
-        outage["up_at"] = time.perf_counter()
+        with ThreadPoolExecutor(1) as pool:  # the broker serves before `kafka up` has seen it ready and returned
+            back = pool.submit(first_accept, broker.kafka_bootstrap, 180.0)
+            up = broker_cli(broker, "kafka", "up")
+            outage["up_at"] = back.result()
         restarts.append("" if up.returncode == 0 else up.stdout + up.stderr)
 
     run = run_through_fault(broker, tmp_path, prefix="outage", replication_factor=1,
