@@ -47,6 +47,7 @@ sys.path[0] = str(REPO)
 
 from bench.calibration import Calibration  # noqa: E402 - after the path fix
 from bench.fleet import FleetEvents, driver_id, preload  # noqa: E402
+from featurestore.base import now_ms  # noqa: E402
 from runtime.config import Settings, load_settings  # noqa: E402
 from runtime.kafka_clients import aiokafka_producer_options  # noqa: E402
 from runtime.processes import ServiceProcess  # noqa: E402
@@ -62,10 +63,6 @@ BREAKDOWN = re.compile(r"batch (\d+) breakdown \(ms\) (\{.*\})")
 BATCH_ROWS = re.compile(r"batch (\d+): in (\d+) ")
 BATCH_DRIVERS = re.compile(r"batch (\d+): in (\d+) .*; drivers (\d+),")
 BATCH_LAGS = re.compile(r"batch (\d+) lags \(ms\) (\{.*\})")
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 async def produce(settings: Settings, topic: str, messages: list[dict], rate: float,

@@ -72,3 +72,7 @@ def check_ts(value: Any) -> tuple[int | None, str | None]:
         return None, "is not a date: its month has no such day"
     return (ts_ms, None) if 0 <= ts_ms < TS_MAX_MS else (None, _OUT_OF_RANGE)
 
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as an RFC 3339 date-time in UTC with milliseconds, such as 2026-03-02T08:15:00.250Z."""
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -32,7 +32,6 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -40,6 +39,7 @@ import orjson
 from features.fold import DriverState, EventTuple, fold_before, fold_order
 from schemas.features import STREAM_STATE_BIN
 from schemas.messages import EVENT_TYPES
+from schemas.timestamps import iso_ms
 from streaming.parse import KafkaEvent
 
 LATE_FIELD = "ts"
@@ -106,14 +106,10 @@ class Advance:
     replayed: int = 0  # events the record had already taken in (by source offset)
 
 
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 def late_reason(event_ms: int, final_ms: int, latest_ms: int, lateness_ms: int) -> str:
     """The DLQ reason of a late event (its field is `ts`)."""
-    return (f"late event, older than the driver's allowed lateness (event time {_iso(event_ms)}; the driver's "
-            f"events are final up to {_iso(final_ms)}, its latest is {_iso(latest_ms)}, lateness "
+    return (f"late event, older than the driver's allowed lateness (event time {iso_ms(event_ms)}; the driver's "
+            f"events are final up to {iso_ms(final_ms)}, its latest is {iso_ms(latest_ms)}, lateness "
             f"{lateness_ms / 1000:g} s)")
 
 

@@ -142,20 +142,18 @@ FAST_PATH_EDGES = [  # numbers and texts where orjson, the fast check and the co
 ]
 
 
+
+def with_examples(values: list[Any]) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """`@example(value)` for each of `values`."""
+    def apply(test: Callable[..., None]) -> Callable[..., None]:
+        for value in values:
+            test = example(value)(test)
+        return test
+    return apply
+
 @FUZZ
 @given(raw_messages(trip_event_values()) | valid_trip_events().map(lambda event: encode(_integral_as_int(event))))
-@example(FAST_PATH_EDGES[0])
-@example(FAST_PATH_EDGES[1])
-@example(FAST_PATH_EDGES[2])
-@example(FAST_PATH_EDGES[3])
-@example(FAST_PATH_EDGES[4])
-@example(FAST_PATH_EDGES[7])
-@example(FAST_PATH_EDGES[8])
-@example(FAST_PATH_EDGES[9])
-@example(FAST_PATH_EDGES[10])
-@example(FAST_PATH_EDGES[11])
-@example(FAST_PATH_EDGES[12])
-@example(FAST_PATH_EDGES[13])
+@with_examples(FAST_PATH_EDGES[:5] + FAST_PATH_EDGES[7:14])  # the trip events among them
 @example(encode({"event_id": "0", "event_type": "shift_started", "ts": 0, "driver_id": "0",  # found: `encode`
                  "extra": [10**400, float("inf")]}))  # raised on an integer beyond 64 bits next to an infinity
 def test_the_fast_path_decides_trip_events_as_the_complete_check(raw: bytes | None) -> None:
@@ -183,9 +181,7 @@ def test_encode_writes_any_json_value_and_it_reads_back(value: Any) -> None:
 @FUZZ
 @given(raw_messages(score_request_values())
        | valid_score_requests().map(lambda request: encode(_integral_as_int(request))))
-@example(FAST_PATH_EDGES[5])
-@example(FAST_PATH_EDGES[6])
-@example(FAST_PATH_EDGES[14])
+@with_examples([*FAST_PATH_EDGES[5:7], FAST_PATH_EDGES[14]])  # the score requests among them
 def test_the_fast_path_decides_score_requests_as_the_complete_check(raw: bytes | None) -> None:
     assert decode_score_request(raw) == _decided_fully(explain_score_request)(raw)
 

@@ -6,7 +6,6 @@ import argparse
 import json
 import math
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from featurestore.base import now_ms
 from featurestore.metadata import register_feature_metadata
 from runtime.config import Settings, load_settings
 from schemas.features import FOLD_BINS, MODEL_FEATURES
+from schemas.timestamps import iso_ms
 
 STORE_FEATURES = MODEL_FEATURES[:STORE_FEATURE_COUNT]
 REQUEST_FEATURES = MODEL_FEATURES[STORE_FEATURE_COUNT:]
@@ -50,8 +50,7 @@ def _settings(args: argparse.Namespace) -> Settings:
 def _when(ms: int | None, now: int) -> str:
     if ms is None:
         return "-"
-    stamp = datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return f"{stamp} ({(now - ms) / 1000:.1f} s ago)"
+    return f"{iso_ms(ms)} ({(now - ms) / 1000:.1f} s ago)"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
